@@ -1,0 +1,62 @@
+"""Evaluation metrics: the four macro metrics through `evaluate`, plus a per-class report and confusion matrix.
+
+The metric itself is our own `evaluate` module (``metric_modules/sentiment_metrics``) loaded by local path, because
+`evaluate.load("f1")` needs the Hub.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import evaluate
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix
+
+METRIC_PATH = str(Path(__file__).parent / "metric_modules" / "sentiment_metrics")
+METRIC_NAMES: tuple[str, ...] = ("accuracy", "f1", "precision", "recall")
+
+
+def load_metric(**kwargs) -> evaluate.EvaluationModule:
+    """The sentiment metric module, loaded offline from inside the package."""
+    return evaluate.load(METRIC_PATH, **kwargs)
+
+
+def compute_metrics(
+    predictions: Sequence[int], references: Sequence[int], metric: evaluate.EvaluationModule | None = None
+) -> dict[str, float]:
+    """Accuracy and macro F1 / precision / recall of label ids."""
+    metric = metric or load_metric()
+    return metric.compute(predictions=list(map(int, predictions)), references=list(map(int, references)))
+
+
+def per_class_report(
+    predictions: Sequence[int], references: Sequence[int], label_names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support for every label name (plus macro and weighted averages)."""
+    report = classification_report(
+        references,
+        predictions,
+        labels=list(range(len(label_names))),
+        target_names=list(label_names),
+        output_dict=True,
+        zero_division=0,
+    )
+    report.pop("accuracy", None)  # duplicated in compute_metrics; only present for some inputs
+    return report
+
+
+def confusion(predictions: Sequence[int], references: Sequence[int], label_names: Sequence[str]) -> dict:
+    """Confusion matrix keyed by names: ``matrix[gold][predicted]`` counts, rows in label order."""
+    matrix = confusion_matrix(references, predictions, labels=list(range(len(label_names))))
+    return {
+        "labels": list(label_names),
+        "matrix": {
+            gold: {pred: int(matrix[i, j]) for j, pred in enumerate(label_names)} for i, gold in enumerate(label_names)
+        },
+    }
+
+
+def confusion_array(confusion_dict: dict) -> np.ndarray:
+    names = confusion_dict["labels"]
+    return np.array([[confusion_dict["matrix"][gold][pred] for pred in names] for gold in names])

@@ -1,0 +1,39 @@
+"""Tokenization into Arrow (once, cached by `datasets`) and dynamic padding with `DataCollatorWithPadding`."""
+
+from __future__ import annotations
+
+import datasets
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+LENGTH_COLUMN = "length"
+"""Number of tokens of each example, kept for length-grouped batching."""
+
+
+def tokenize_dataset(
+    dataset: datasets.Dataset | datasets.DatasetDict,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_len: int = 512,
+    num_proc: int | None = None,
+) -> datasets.Dataset | datasets.DatasetDict:
+    """Tokenize ``text`` with truncation at ``max_seq_len``; ``label`` becomes ``labels`` (what models expect).
+
+    The result holds the model inputs, ``labels`` and ``length``; ``text`` is dropped so batches carry tensors only.
+    """
+    if not tokenizer.is_fast:
+        raise ValueError(
+            f"{type(tokenizer).__name__} is a slow tokenizer; hf_indosent needs a fast one "
+            "(AutoTokenizer.from_pretrained(..., use_fast=True))."
+        )
+
+    def encode(batch: dict) -> dict:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_seq_len)
+        encoded[LENGTH_COLUMN] = [len(ids) for ids in encoded["input_ids"]]
+        return encoded
+
+    tokenized = dataset.map(encode, batched=True, num_proc=num_proc, remove_columns=["text"], desc="Tokenizing")
+    return tokenized.rename_column("label", "labels")
+
+
+def build_collator(tokenizer: PreTrainedTokenizerBase, mixed_precision: bool = False) -> DataCollatorWithPadding:
+    """Pad each batch to its longest member; to a multiple of 8 under mixed precision (tensor-core friendly)."""
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed_precision else None, return_tensors="pt")

@@ -1,0 +1,33 @@
+"""Tokenization into Arrow and padding through DataCollatorWithPadding."""
+
+from __future__ import annotations
+
+from hf_indosent.data import load_smsa
+from hf_indosent.modeling import load_tokenizer
+from hf_indosent.tokenization import build_collator, tokenize_dataset
+
+
+def test_tokenize_truncates_keeps_length_and_labels(tiny_model_dir, tiny_smsa_dir, cache_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    dataset = load_smsa(data_dir=tiny_smsa_dir, cache_dir=cache_dir)
+    tokenized = tokenize_dataset(dataset, tokenizer, max_seq_len=8)
+    train = tokenized["train"]
+    assert set(train.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels", "length"}
+    assert list(train["labels"]) == list(dataset["train"]["label"])
+    assert max(train["length"]) == 8
+    assert all(len(ids) == length for ids, length in zip(train["input_ids"], train["length"], strict=True))
+    full = tokenize_dataset(dataset["validation"], tokenizer, max_seq_len=512)
+    assert full[0]["input_ids"] == tokenizer(dataset["validation"][0]["text"])["input_ids"]
+
+
+def test_collator_pads_to_longest_or_multiple_of_eight(tiny_model_dir, tiny_smsa_dir, cache_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train = tokenize_dataset(load_smsa(data_dir=tiny_smsa_dir, cache_dir=cache_dir)["train"], tokenizer, 64)
+    features = [{k: v for k, v in train[i].items() if k != "length"} for i in range(5)]
+    longest = max(len(f["input_ids"]) for f in features)
+    batch = build_collator(tokenizer)(features)
+    assert batch["input_ids"].shape == (5, longest)
+    assert batch["attention_mask"].sum().item() == sum(len(f["input_ids"]) for f in features)
+    assert batch["labels"].tolist() == [f["labels"] for f in features]
+    padded = build_collator(tokenizer, mixed_precision=True)(features)
+    assert padded["input_ids"].shape[1] % 8 == 0 and padded["input_ids"].shape[1] >= longest
