@@ -24,9 +24,13 @@ T = TypeVar("T")
 METRIC_CHOICES = ("accuracy", "f1", "precision", "recall")
 
 
+class ArgumentError(ValueError):
+    """An argument value that cannot work; the message names it and the fix."""
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ArgumentError(message)
 
 
 @dataclass

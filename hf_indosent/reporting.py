@@ -1,0 +1,76 @@
+"""What a run leaves for people: epoch lines in the tutorial's format, log.jsonl, metrics.json and plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+
+from hf_indosent.checkpointing import write_atomic
+from hf_indosent.metrics import confusion_array
+
+_SHORT = {"accuracy": "ACC", "f1": "F1", "recall": "REC", "precision": "PRE"}
+
+
+def metrics_to_string(metrics: Mapping[str, float]) -> str:
+    """``ACC:0.9000 F1:0.8800 REC:0.8700 PRE:0.8900`` as the IndoNLU tutorial prints them."""
+    return " ".join(f"{short}:{metrics[name]:.4f}" for name, short in _SHORT.items() if name in metrics)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def write_log(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
+    """log.jsonl, one line per epoch, rewritten from the run state so a resumed run never duplicates lines."""
+    write_atomic(Path(path), "".join(json.dumps(entry) + "\n" for entry in history))
+
+
+def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Loss and macro F1 per epoch, train and validation."""
+    epochs = [entry["epoch"] for entry in history]
+    figure, (loss_ax, f1_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "o-"), ("validation", "s--")):
+        loss_ax.plot(epochs, [entry[split]["loss"] for entry in history], style, label=split)
+        f1_ax.plot(epochs, [entry[split]["f1"] for entry in history], style, label=split)
+    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    f1_ax.set(title="Macro F1", xlabel="epoch", ylabel="F1", ylim=(0, 1))
+    for axis in (loss_ax, f1_ax):
+        axis.set_xticks(epochs)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_confusion_matrix(confusion: Mapping[str, Any], path: Path, title: str = "Confusion matrix") -> None:
+    """Counts with gold labels on rows and predictions on columns, labelled by name."""
+    names = confusion["labels"]
+    matrix = confusion_array(confusion)
+    figure, axis = plt.subplots(figsize=(1.6 * len(names) + 2, 1.4 * len(names) + 1.5))
+    image = axis.imshow(matrix, cmap="Blues")
+    axis.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="gold",
+        title=title,
+    )
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for row in range(len(names)):
+        for col in range(len(names)):
+            color = "white" if matrix[row, col] > threshold else "black"
+            axis.text(col, row, str(matrix[row, col]), ha="center", va="center", color=color)
+    figure.colorbar(image, ax=axis)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,540 @@
+"""Fine-tuning with a custom Accelerate loop that keeps the IndoNLU tutorial's recipe.
+
+Adam, StepLR stepped once per epoch, gradient clipping, evaluation every epoch, early stopping on validation macro F1
+and the best model kept. Runs unchanged on a laptop CPU, one GPU or many GPUs:
+
+    accelerate launch --config_file accelerate_config.yaml scripts/train.py --config configs/smsa-indobert-base-p1.yaml
+
+The loop is split into setup (:func:`setup`), one epoch (:func:`train_one_epoch`), evaluation (:func:`evaluate`) and
+saving (:func:`save_best`, checkpoints in :mod:`hf_indosent.checkpointing`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from evaluate import EvaluationModule
+from safetensors.torch import load_file
+from torch.optim.lr_scheduler import StepLR
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments, parse_args
+from hf_indosent.checkpointing import (
+    TrainState,
+    load_checkpoint,
+    recover_dir,
+    replace_dir,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from hf_indosent.data import NO_LABEL, ChecksumError, DataFormatError, MissingLabelsError, load_smsa, require_labels
+from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
+from hf_indosent.modeling import load_model, load_tokenizer, resolve_model_path
+from hf_indosent.reporting import (
+    metrics_to_string,
+    plot_confusion_matrix,
+    plot_training_curves,
+    write_json,
+    write_log,
+)
+from hf_indosent.sampling import EpochBatchSampler
+from hf_indosent.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
+
+logger = logging.getLogger(__name__)
+
+BEST_DIR = "best"
+RUN_FILES = (
+    BEST_DIR,
+    "checkpoints",
+    "metrics.json",
+    "log.jsonl",
+    "args.json",
+    "training_curves.png",
+    "confusion_matrix.png",
+    "runs",
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Run:
+    """Everything :func:`setup` builds for the loop."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: DataLoader
+    train_sampler: EpochBatchSampler
+    eval_loaders: dict[str, DataLoader]
+    label_names: list[str]
+    metric: EvaluationModule
+    run_dir: Path
+    args: TrainingArguments
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Setup
+
+
+def prepare_output_dir(run_dir: Path, args: TrainingArguments, accelerator: Accelerator) -> None:
+    """Refuse to mix two runs in one folder unless asked to overwrite (or to resume)."""
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if args.resume_from_checkpoint is not None:
+        return
+    if existing and not args.overwrite_output_dir:
+        raise FileExistsError(
+            f"output_dir {str(run_dir)!r} already holds a run ({', '.join(existing)}). Pass --overwrite_output_dir "
+            "to replace it, --resume_from_checkpoint latest to continue it, or choose another --output_dir."
+        )
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for name in existing:
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+
+def load_data(data_args: DataArguments, accelerator: Accelerator) -> datasets.DatasetDict:
+    with accelerator.main_process_first():
+        dataset = load_smsa(
+            data_dir=data_args.data_dir,
+            data_files=data_args.data_files,
+            label_names=data_args.label_names,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            header=data_args.header,
+            cache_dir=data_args.dataset_cache_dir,
+        )
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
+    limits["test"] = data_args.max_eval_samples
+    for split, limit in limits.items():
+        if split in dataset and limit is not None:
+            dataset[split] = dataset[split].select(range(min(limit, dataset[split].num_rows)))
+    require_labels(dataset["validation"], "validation")  # early stopping needs validation labels
+    return dataset
+
+
+def make_loader(
+    dataset: datasets.Dataset, batch_size: int, *, shuffle: bool, args: TrainingArguments, collator
+) -> tuple[DataLoader, EpochBatchSampler]:
+    sampler = EpochBatchSampler(
+        dataset[LENGTH_COLUMN], batch_size, shuffle=shuffle, group_by_length=args.group_by_length, seed=args.seed
+    )
+    loader = DataLoader(
+        dataset.remove_columns(LENGTH_COLUMN),  # the collator only sees model inputs and labels
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),  # never draw from the global RNG (exact resume)
+    )
+    return loader, sampler
+
+
+def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> None:
+    config = AutoConfig.from_pretrained(resolve_model_path(model_args.model_name_or_path), revision=model_args.revision)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and data_args.max_seq_len > limit:
+        raise ArgumentError(
+            f"max_seq_len={data_args.max_seq_len} exceeds what {model_args.model_name_or_path} accepts ({limit}); "
+            f"pass --max_seq_len {limit} or less"
+        )
+
+
+def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> tuple[Run, TrainState]:
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        step_scheduler_with_optimizer=False,  # StepLR steps once per epoch, by us
+        log_with="tensorboard" if args.report_to == "tensorboard" else None,
+        project_dir=args.output_dir,
+    )
+    run_dir = Path(args.output_dir)
+    prepare_output_dir(run_dir, args, accelerator)
+    checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    check_max_seq_len(model_args, data_args)
+    set_seed(args.seed)
+
+    dataset = load_data(data_args, accelerator)
+    label_names = dataset["train"].features["label"].names
+    tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.revision)
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, data_args.max_seq_len)
+    model = load_model(
+        model_args.model_name_or_path,
+        label_names,
+        revision=model_args.revision,
+        attn_implementation=model_args.attn_implementation,
+    )
+    if args.torch_compile:
+        model = torch.compile(model, dynamic=True)
+
+    collator = build_collator(tokenizer, mixed_precision=accelerator.mixed_precision != "no")
+    train_loader, train_sampler = make_loader(
+        tokenized["train"], args.per_device_train_batch_size, shuffle=True, args=args, collator=collator
+    )
+    eval_splits = ["validation"]
+    if "test" in tokenized and NO_LABEL not in dataset["test"]["label"]:
+        eval_splits.append("test")
+    eval_loaders = {
+        split: make_loader(
+            tokenized[split], args.per_device_eval_batch_size, shuffle=False, args=args, collator=collator
+        )[0]
+        for split in eval_splits
+    }
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    scheduler = StepLR(optimizer, step_size=args.lr_step_size, gamma=args.lr_gamma)
+    model, optimizer, train_loader, scheduler, *prepared = accelerator.prepare(
+        model, optimizer, train_loader, scheduler, *eval_loaders.values()
+    )
+    eval_loaders = dict(zip(eval_loaders, prepared, strict=True))
+
+    state = TrainState()
+    if checkpoint is not None:
+        recover_dir(run_dir / BEST_DIR)
+        state = load_checkpoint(accelerator, checkpoint)
+        accelerator.print(f"Resumed from {checkpoint} (epoch {state.epoch}, step {state.global_step})")
+    if accelerator.is_main_process:
+        write_json(
+            run_dir / "args.json",
+            {
+                name: dataclasses.asdict(value)
+                for name, value in zip(("model", "data", "training"), (model_args, data_args, args), strict=True)
+            },
+        )
+    if args.report_to != "none":
+        accelerator.init_trackers("hf_indosent", config=_flat_config(model_args, data_args, args))
+    run = Run(
+        accelerator=accelerator,
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_loader=train_loader,
+        train_sampler=train_sampler,
+        eval_loaders=eval_loaders,
+        label_names=list(label_names),
+        metric=load_metric(),
+        run_dir=run_dir,
+        args=args,
+    )
+    return run, state
+
+
+def _flat_config(*groups: Any) -> dict[str, Any]:
+    flat = {}
+    for group in groups:
+        for key, value in dataclasses.asdict(group).items():
+            flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One epoch
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return optimizer.param_groups[0]["lr"]
+
+
+def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
+    """Train over the epoch's remaining batches; returns the epoch's mean loss and train metrics.
+
+    Running sums live on the device and are read only at logging steps, so steps never wait on the host.
+    """
+    accelerator, model, optimizer, args = run.accelerator, run.model, run.optimizer, run.args
+    model.train()
+    run.train_sampler.epoch = state.epoch
+    loader = run.train_loader
+    if state.step_in_epoch:
+        loader = accelerator.skip_first_batches(loader, state.step_in_epoch)
+    device = accelerator.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    predictions: list[torch.Tensor] = []
+    references: list[torch.Tensor] = []
+    batches = torch.zeros((), device=device, dtype=torch.int64)
+    first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+    step_counter = torch.full((), state.global_step, device=device, dtype=torch.int64)
+    progress = tqdm(
+        total=len(run.train_loader),
+        initial=state.step_in_epoch,
+        desc=f"(Epoch {state.epoch + 1})",
+        disable=not accelerator.is_local_main_process,
+        leave=True,
+    )
+    started = time.perf_counter()
+    for batch in loader:
+        with accelerator.accumulate(model):
+            outputs = model(**batch)
+            loss = outputs.loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad()
+        step_loss = accelerator.gather(loss.detach().reshape(1)).mean()
+        preds, refs = accelerator.gather_for_metrics((outputs.logits.detach().argmax(-1), batch["labels"]))
+        predictions.append(preds)
+        references.append(refs)
+        loss_sum += step_loss
+        batches += 1
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(step_loss), step_counter, first_bad_step)
+        state.step_in_epoch += 1
+        state.train_samples += len(refs)
+        progress.update(1)
+        if not accelerator.sync_gradients:
+            continue
+        state.global_step += 1
+        step_counter += 1
+        if state.global_step % args.logging_steps == 0:
+            running = _check_finite(loss_sum, batches, first_bad_step, state)
+            progress.set_description(
+                f"(Epoch {state.epoch + 1}) TRAIN LOSS:{running:.4f} LR:{current_lr(optimizer):.8f}"
+            )
+            if args.report_to != "none":
+                accelerator.log({"train/loss": running, "train/lr": current_lr(optimizer)}, step=state.global_step)
+        if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
+            _check_finite(loss_sum, batches, first_bad_step, state)
+            state.train_seconds += time.perf_counter() - started
+            _fold_epoch_sums(state, loss_sum, batches, predictions, references)
+            loss_sum.zero_(), batches.zero_()
+            predictions, references = [], []
+            save_checkpoint(accelerator, run.run_dir, state, args.save_total_limit)
+            started = time.perf_counter()
+    progress.close()
+    _check_finite(loss_sum, batches, first_bad_step, state)
+    state.train_seconds += time.perf_counter() - started
+    _fold_epoch_sums(state, loss_sum, batches, predictions, references)
+    sums = state.epoch_sums
+    metrics = compute_metrics(sums["predictions"], sums["references"], run.metric)
+    return {"loss": sums["loss"] / max(sums["batches"], 1), **metrics}
+
+
+def _fold_epoch_sums(state: TrainState, loss_sum, batches, predictions, references) -> None:
+    """Move the device-side running sums into the (checkpointed) state, once per checkpoint or epoch."""
+    sums = state.epoch_sums
+    sums["loss"] += loss_sum.item()
+    sums["batches"] += int(batches.item())
+    if predictions:
+        sums["predictions"] += torch.cat(predictions).tolist()
+        sums["references"] += torch.cat(references).tolist()
+
+
+def _check_finite(loss_sum, batches, first_bad_step, state: TrainState) -> float:
+    bad_step = int(first_bad_step.item())
+    if bad_step >= 0:
+        raise NonFiniteLossError(
+            f"training loss became NaN/inf at optimizer step {bad_step + 1} (epoch {state.epoch + 1}). "
+            "Stopped before saving anything from that point: best/ holds the last good best model and "
+            "checkpoints/ the last good state. Lower --learning_rate or check the data, then resume with "
+            "--resume_from_checkpoint latest."
+        )
+    total_batches = state.epoch_sums["batches"] + int(batches.item())
+    return (state.epoch_sums["loss"] + loss_sum.item()) / max(total_batches, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(run: Run, loader: DataLoader, desc: str = "Evaluating") -> tuple[dict[str, float], list[int], list[int]]:
+    """Loss and the four macro metrics over every example of ``loader`` exactly once, on all processes."""
+    accelerator, model = run.accelerator, run.model
+    model.eval()
+    predictions, references, losses = [], [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        labels = batch.pop("labels")
+        logits = model(**batch).logits
+        loss = F.cross_entropy(logits.float(), labels, reduction="none")
+        preds, refs, loss = accelerator.gather_for_metrics((logits.argmax(-1), labels, loss))
+        predictions.append(preds)
+        references.append(refs)
+        losses.append(loss)
+    preds = torch.cat(predictions).tolist()
+    refs = torch.cat(references).tolist()
+    metrics = compute_metrics(preds, refs, run.metric)
+    metrics["loss"] = torch.cat(losses).mean().item()
+    metrics["num_examples"] = len(refs)
+    return metrics, preds, refs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_best(run: Run) -> None:
+    """Write the unwrapped model (safetensors) and tokenizer to best/ atomically: never a half-written folder."""
+    accelerator = run.accelerator
+    target = run.run_dir / BEST_DIR
+    staging = run.run_dir / f".{BEST_DIR}.tmp"
+    state_dict = accelerator.get_state_dict(run.model)  # every process takes part (sharded setups)
+    if accelerator.is_main_process:
+        if staging.exists():
+            shutil.rmtree(staging)
+        model: PreTrainedModel = accelerator.unwrap_model(run.model)
+        model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+        run.tokenizer.save_pretrained(staging)
+        replace_dir(staging, target)
+    accelerator.wait_for_everyone()
+
+
+def load_best_weights(run: Run) -> None:
+    """Put the best model's weights back into the (wrapped) model, e.g. to score the test split."""
+    weights = {}
+    for file in sorted((run.run_dir / BEST_DIR).glob("*.safetensors")):
+        weights.update(load_file(file))
+    run.accelerator.unwrap_model(run.model).load_state_dict(weights, strict=False)
+
+
+def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], lr: float, seconds: float) -> bool:
+    """Evaluate, update early stopping, save best/log/checkpoint. Returns True when training should stop."""
+    accelerator, args = run.accelerator, run.args
+    epoch = state.epoch + 1
+    accelerator.print(
+        f"(Epoch {epoch}) TRAIN LOSS:{train_metrics['loss']:.4f} {metrics_to_string(train_metrics)} LR:{lr:.8f}"
+    )
+    validation, preds, refs = evaluate(run, run.eval_loaders["validation"], desc=f"(Epoch {epoch}) validation")
+    accelerator.print(f"(Epoch {epoch}) VALID LOSS:{validation['loss']:.4f} {metrics_to_string(validation)}")
+
+    state.epoch = epoch
+    state.step_in_epoch = 0
+    state.epoch_sums = TrainState().epoch_sums
+    score = validation[args.metric_for_best_model]
+    improved = score > state.best_metric
+    if improved:
+        state.best_metric, state.best_epoch, state.epochs_without_improvement = score, epoch, 0
+        state.best_validation = {
+            **validation,
+            "per_class": per_class_report(preds, refs, run.label_names),
+            "confusion": confusion(preds, refs, run.label_names),
+        }
+        save_best(run)
+    else:
+        state.epochs_without_improvement += 1
+        accelerator.print(f"(Epoch {epoch}) no improvement for {state.epochs_without_improvement} epoch(s)")
+    state.history.append(
+        {
+            "epoch": epoch,
+            "global_step": state.global_step,
+            "lr": lr,
+            "epoch_seconds": seconds,
+            "train": train_metrics,
+            "validation": validation,
+            "is_best": improved,
+        }
+    )
+    if args.report_to != "none":
+        accelerator.log({f"validation/{key}": value for key, value in validation.items()}, step=state.global_step)
+    if accelerator.is_main_process:
+        write_log(run.run_dir / "log.jsonl", state.history)
+        plot_training_curves(state.history, run.run_dir / "training_curves.png")
+    save_checkpoint(accelerator, run.run_dir, state, args.save_total_limit)
+    return state.epochs_without_improvement >= args.early_stopping_patience
+
+
+def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
+    """metrics.json (best epoch, its validation metrics, test metrics when labelled) and the confusion matrix."""
+    accelerator = run.accelerator
+    best = {key: value for key, value in state.best_validation.items() if key not in ("per_class", "confusion")}
+    results: dict[str, Any] = {
+        "best_epoch": state.best_epoch,
+        "metric_for_best_model": run.args.metric_for_best_model,
+        "epochs_completed": state.epoch,
+        "stopped_early": stopped_early,
+        "label_names": run.label_names,
+        "validation": best,
+        "validation_per_class": state.best_validation.get("per_class"),
+        "validation_confusion": state.best_validation.get("confusion"),
+        "train_runtime_s": state.train_seconds,
+        "train_samples_per_second": state.train_samples / state.train_seconds if state.train_seconds else None,
+    }
+    if "test" in run.eval_loaders:
+        load_best_weights(run)
+        test, _, _ = evaluate(run, run.eval_loaders["test"], desc="test (best model)")
+        results["test"] = test
+        accelerator.print(f"TEST (best model) LOSS:{test['loss']:.4f} {metrics_to_string(test)}")
+    if accelerator.is_main_process:
+        write_json(run.run_dir / "metrics.json", results)
+        plot_confusion_matrix(
+            state.best_validation["confusion"],
+            run.run_dir / "confusion_matrix.png",
+            title=f"Validation, best model (epoch {state.best_epoch})",
+        )
+    accelerator.wait_for_everyone()
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry points
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> dict[str, Any]:
+    """Run (or resume) a training run; returns what metrics.json holds."""
+    run, state = setup(model_args, data_args, args)
+    stopped_early = state.epochs_without_improvement >= args.early_stopping_patience
+    while state.epoch < args.num_train_epochs and not stopped_early:
+        started = time.perf_counter()
+        lr = current_lr(run.optimizer)
+        train_metrics = train_one_epoch(run, state)
+        run.scheduler.step()  # StepLR decays once per epoch, after training, as in the tutorial
+        stopped_early = end_of_epoch(run, state, train_metrics, lr, time.perf_counter() - started)
+    if stopped_early:
+        run.accelerator.print(
+            f"Early stopping: no better validation {args.metric_for_best_model} for {args.early_stopping_patience} "
+            f"epoch(s); best epoch {state.best_epoch}"
+        )
+    results = finish(run, state, stopped_early)
+    if args.push_to_hub and run.accelerator.is_main_process:
+        from hf_indosent.hub import push_to_hub
+
+        url = push_to_hub(run.run_dir / BEST_DIR, args.hub_model_id, private=args.hub_private, run_dir=run.run_dir)
+        run.accelerator.print(f"Pushed best model to {url}")
+    run.accelerator.end_training()
+    return results
+
+
+USER_ERRORS = (
+    ArgumentError,
+    DataFormatError,
+    MissingLabelsError,
+    ChecksumError,
+    FileExistsError,
+    FileNotFoundError,
+    NonFiniteLossError,
+)
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    model_args, data_args, args = parse_args(
+        (ModelArguments, DataArguments, TrainingArguments), argv, prog="hf-indosent train"
+    )
+    try:
+        train(model_args, data_args, args)
+    except USER_ERRORS as err:
+        print(f"hf-indosent train: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

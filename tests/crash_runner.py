@@ -1,0 +1,45 @@
+"""Fault injection for tests: run `hf-indosent train`, SIGKILLing this process at the N-th call of a function.
+
+    python tests/crash_runner.py hf_indosent.training:save_checkpoint 4 after -- --output_dir ... (train arguments)
+
+`before` kills on entry to the N-th call, `after` once it has returned. SIGKILL leaves no chance to clean up,
+like a power cut or the out-of-memory killer.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import signal
+import sys
+
+
+def kill_at(target: str, nth: int, when: str) -> None:
+    module_name, name = target.split(":")
+    module = importlib.import_module(module_name)
+    original = getattr(module, name)
+    calls = 0
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == nth and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if calls == nth and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(module, name, wrapper)
+
+
+if __name__ == "__main__":
+    target, nth, when, separator, *train_args = sys.argv[1:]
+    if separator != "--":
+        raise SystemExit(__doc__)
+    kill_at(target, int(nth), when)
+    from hf_indosent.training import cli_main
+
+    sys.exit(cli_main(train_args))

@@ -1,0 +1,215 @@
+"""The Accelerate training loop on a tiny BERT (CPU, seconds): files written, early stopping, StepLR, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from accelerate.state import AcceleratorState
+from transformers import AutoConfig, AutoModel, AutoTokenizer, pipeline
+
+from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+# Settings under which the tiny model learns the synthetic task within a few epochs (best epoch > 1).
+FAST = {
+    "learning_rate": 5e-3,
+    "lr_gamma": 1.0,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 16,
+    "logging_steps": 2,
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Each in-process run builds its own Accelerator; forget the previous one's process-wide state."""
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny BERT with dropout off: runs that differ only in process layout then follow the same trajectory."""
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    config = AutoConfig.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    AutoModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
+
+
+def run_train(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
+    training = {**FAST, "output_dir": str(output_dir), **overrides}
+    return train(
+        ModelArguments(model_name_or_path=str(model_dir)),
+        DataArguments(data_dir=str(data_dir), max_seq_len=64, dataset_cache_dir=str(cache_dir)),
+        TrainingArguments(**training),
+    )
+
+
+def cli_args(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> list[str]:
+    values = {
+        **FAST,
+        "model_name_or_path": model_dir,
+        "data_dir": data_dir,
+        "output_dir": output_dir,
+        "dataset_cache_dir": cache_dir,
+        "max_seq_len": 64,
+        **overrides,
+    }
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+def log_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def comparable(run_dir: Path) -> dict:
+    """metrics.json and log.jsonl without wall-clock fields."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("train_runtime_s", "train_samples_per_second"):
+        metrics.pop(key)
+    history = [{k: v for k, v in entry.items() if k != "epoch_seconds"} for entry in log_lines(run_dir)]
+    return {"metrics": metrics, "history": history}
+
+
+def test_one_epoch_writes_every_file(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    results = run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
+
+    for name in ("metrics.json", "log.jsonl", "args.json", "training_curves.png", "confusion_matrix.png"):
+        assert (run_dir / name).is_file(), name
+    for name in ("training_curves.png", "confusion_matrix.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(results))
+    assert metrics["best_epoch"] == 1 and metrics["epochs_completed"] == 1
+    assert metrics["validation"]["num_examples"] == 45
+    assert set(metrics["validation"]) >= {"accuracy", "f1", "precision", "recall", "loss"}
+    assert "test" not in metrics  # the tiny SmSA test split is masked: no test metrics
+    assert metrics["label_names"] == ["positive", "neutral", "negative"]
+    assert sum(sum(row.values()) for row in metrics["validation_confusion"]["matrix"].values()) == 45
+    assert len(log_lines(run_dir)) == 1
+    assert json.loads((run_dir / "args.json").read_text())["training"]["learning_rate"] == FAST["learning_rate"]
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["checkpoint-e0001-s000000012"]
+
+    best = run_dir / "best"
+    assert sorted(p.name for p in best.iterdir() if p.suffix in (".safetensors", ".bin")) == ["model.safetensors"]
+    classifier = pipeline("text-classification", model=str(best), device="cpu")
+    assert classifier("makanan nya enak sekali")[0]["label"] in {"positive", "neutral", "negative"}
+    assert AutoConfig.from_pretrained(best).id2label == {0: "positive", 1: "neutral", 2: "negative"}
+
+
+def test_early_stopping_after_patience_and_steplr_halves(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    """A learning rate too small to change predictions: epoch 1 stays best, so training stops after 1 + patience."""
+    run_dir = tmp_path / "run"
+    results = run_train(
+        tiny_model_dir,
+        tiny_smsa_dir,
+        run_dir,
+        cache_dir,
+        learning_rate=1e-12,
+        lr_gamma=0.5,
+        num_train_epochs=10,
+        early_stopping_patience=2,
+    )
+    history = log_lines(run_dir)
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    assert results["stopped_early"] is True and results["best_epoch"] == 1 and results["epochs_completed"] == 3
+    assert [entry["lr"] for entry in history] == pytest.approx([1e-12, 5e-13, 2.5e-13], rel=1e-9)
+    assert [entry["is_best"] for entry in history] == [True, False, False]
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, gradient_accumulation_steps=4)
+    assert log_lines(run_dir)[0]["global_step"] == 3  # 12 batches / 4
+
+
+def test_resume_between_epochs_matches_uninterrupted(no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run_train(no_dropout_model, tiny_smsa_dir, straight, cache_dir, num_train_epochs=3)
+    run_train(no_dropout_model, tiny_smsa_dir, resumed, cache_dir, num_train_epochs=1)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    run_train(no_dropout_model, tiny_smsa_dir, resumed, cache_dir, num_train_epochs=3, resume_from_checkpoint="latest")
+    assert comparable(resumed) == comparable(straight)
+
+
+def test_existing_run_is_not_overwritten(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
+    before = (run_dir / "metrics.json").read_bytes()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
+def run_cli(*command: str, launcher: list[str] | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*(launcher or [sys.executable]), *command],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_invalid_value_fails_before_loading_anything(tmp_path):
+    result = run_cli("scripts/train.py", "--output_dir", str(tmp_path / "x"), "--lr_gamma", "2")
+    assert result.returncode == 2
+    assert "lr_gamma=2.0 must be in (0, 1]" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_the_same_metrics(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    """Killed right after a mid-epoch checkpoint (step 15 of epoch 2), resumed with `latest`: identical results."""
+    common = {"num_train_epochs": 3, "checkpointing_steps": 5, "save_total_limit": 3}
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    finished = run_cli("scripts/train.py", *cli_args(tiny_model_dir, tiny_smsa_dir, straight, cache_dir, **common))
+    assert finished.returncode == 0, finished.stderr[-2000:]
+
+    kill = ["tests/crash_runner.py", "hf_indosent.training:save_checkpoint", "4", "after", "--"]
+    killed = run_cli(*kill, *cli_args(tiny_model_dir, tiny_smsa_dir, crashed, cache_dir, **common))
+    assert killed.returncode == -9  # SIGKILL
+    assert not (crashed / "metrics.json").exists()
+    resume = cli_args(tiny_model_dir, tiny_smsa_dir, crashed, cache_dir, resume_from_checkpoint="latest", **common)
+    resumed = run_cli("scripts/train.py", *resume)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resumed from" in resumed.stdout and "checkpoint-e0001-s000000015" in resumed.stdout
+    assert comparable(crashed) == comparable(straight)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one(no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir):
+    """`accelerate launch` with 2 gloo processes: every validation example counted once, same best epoch."""
+    common = {"num_train_epochs": 6, "early_stopping_patience": 10, "group_by_length": False}
+    single, double = tmp_path / "single", tmp_path / "double"
+    one = run_cli(
+        "scripts/train.py",
+        *cli_args(no_dropout_model, tiny_smsa_dir, single, cache_dir, **common, per_device_train_batch_size=16),
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    launcher = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launcher += ["--main_process_port", "29517"]
+    two = run_cli(
+        "scripts/train.py",
+        *cli_args(no_dropout_model, tiny_smsa_dir, double, cache_dir, **common, per_device_train_batch_size=8),
+        launcher=launcher,
+        env={"ACCELERATE_USE_CPU": "1"},
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    one_metrics = json.loads((single / "metrics.json").read_text())
+    two_metrics = json.loads((double / "metrics.json").read_text())
+    assert two_metrics["validation"]["num_examples"] == 45  # odd size: padded duplicates were dropped
+    assert [e["validation"]["num_examples"] for e in log_lines(double)] == [45] * 6
+    assert one_metrics["best_epoch"] == two_metrics["best_epoch"] > 1
+    assert two_metrics["validation"]["f1"] == pytest.approx(one_metrics["validation"]["f1"], abs=1e-6)
