@@ -24,7 +24,7 @@ import datasets
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from evaluate import EvaluationModule
 from safetensors.torch import load_file
 from torch.optim.lr_scheduler import StepLR
@@ -166,7 +166,9 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # StepLR steps once per epoch, by us
         log_with="tensorboard" if args.report_to == "tensorboard" else None,
-        project_dir=args.output_dir,
+        project_config=ProjectConfiguration(
+            project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")
+        ),
     )
     run_dir = Path(args.output_dir)
     prepare_output_dir(run_dir, args, accelerator)

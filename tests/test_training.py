@@ -213,3 +213,9 @@ def test_two_cpu_processes_match_one(no_dropout_model, tiny_smsa_dir, tmp_path, 
     assert [e["validation"]["num_examples"] for e in log_lines(double)] == [45] * 6
     assert one_metrics["best_epoch"] == two_metrics["best_epoch"] > 1
     assert two_metrics["validation"]["f1"] == pytest.approx(one_metrics["validation"]["f1"], abs=1e-6)
+
+
+def test_tensorboard_tracker_writes_events(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, report_to="tensorboard")
+    assert list((run_dir / "runs").rglob("events.out.tfevents.*"))
