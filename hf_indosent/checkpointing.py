@@ -1,9 +1,10 @@
 """Checkpoints that survive a crash at any moment.
 
 A checkpoint is ``accelerator.save_state`` (model, optimizer, scheduler, RNG of every process) plus our
-``train_state.json`` (epoch, step, best metric, early-stopping counter, history). It is written into a hidden
-temporary folder and renamed into place only when complete, so a folder named ``checkpoint-*`` is always whole; a
-folder without ``train_state.json`` (written last) is skipped with a warning. The best model is swapped in the same way.
+``train_state.json`` (epoch, step, best metric, early-stopping counter, history, and the size of every file). It is
+written into a hidden temporary folder and renamed into place only when complete, so a folder named ``checkpoint-*``
+is whole; one whose files do not match ``train_state.json`` (written last) is skipped with a warning, falling back to
+the previous checkpoint. The best model is swapped in the same way.
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ class TrainState:
         default_factory=lambda: {"loss": 0.0, "batches": 0, "predictions": [], "references": []}
     )
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["best_metric"] = None if math.isinf(self.best_metric) else self.best_metric
-        return json.dumps(data, indent=2)
+        data["best_metric"] = None if math.isinf(self.best_metric) else self.best_metric  # JSON has no -inf
+        return data
 
     @classmethod
-    def from_json(cls, text: str) -> TrainState:
-        data = json.loads(text)
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        data = dict(data)
         data["best_metric"] = -math.inf if data["best_metric"] is None else data["best_metric"]
         return cls(**data)
 
@@ -97,24 +98,59 @@ def recover_dir(target: Path) -> None:
         os.replace(old, target)
 
 
+def remove_staging(run_dir: Path) -> None:
+    """Delete what a killed run left half-written (staging folders are never read)."""
+    run_dir = Path(run_dir)
+    for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob(".*.old"), *(run_dir / CHECKPOINTS).glob(".tmp-*")]:
+        if leftover.is_dir():
+            logger.warning("Removing %s left by an interrupted run", leftover)
+            shutil.rmtree(leftover)
+
+
 def checkpoint_name(state: TrainState) -> str:
     return f"checkpoint-e{state.epoch:04d}-s{state.global_step:09d}"
 
 
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(folder)): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != STATE_FILE
+    }
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a usable checkpoint (missing, truncated or unreadable files), or None if it is."""
+    try:
+        recorded = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        return f"no {STATE_FILE}"
+    except (ValueError, KeyError, TypeError) as err:
+        return f"unreadable {STATE_FILE} ({err})"
+    actual = _file_sizes(folder)
+    for name, size in recorded.items():
+        if name not in actual:
+            return f"{name} is missing"
+        if actual[name] != size:
+            return f"{name} has {actual[name]} bytes, {size} were written"
+    return None
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first. Incomplete ones are reported and ignored."""
+    """Usable checkpoints, oldest first. Incomplete or damaged ones are reported and skipped."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
         return []
-    complete = []
+    usable = []
     for folder in sorted(root.iterdir()):
         if not folder.is_dir() or not _NAME.match(folder.name):
             continue
-        if (folder / STATE_FILE).is_file():
-            complete.append(folder)
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            usable.append(folder)
         else:
-            logger.warning("Skipping incomplete checkpoint %s (no %s)", folder, STATE_FILE)
-    return complete
+            logger.warning("Skipping checkpoint %s: %s", folder, problem)
+    return usable
 
 
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, keep: int) -> Path:
@@ -130,7 +166,9 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        write_atomic(staging / STATE_FILE, state.to_json())  # last file written: marks the checkpoint complete
+        # Written last, with every file's size: marks the checkpoint complete and lets damage be detected later.
+        record = {"state": state.to_dict(), "files": _file_sizes(staging)}
+        write_atomic(staging / STATE_FILE, json.dumps(record, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -147,17 +185,18 @@ def resolve_checkpoint(run_dir: Path, requested: str) -> Path:
         found = list_checkpoints(run_dir)
         if not found:
             raise FileNotFoundError(
-                f"resume_from_checkpoint=latest but {Path(run_dir) / CHECKPOINTS} holds no complete checkpoint; "
-                "start without --resume_from_checkpoint"
+                f"resume_from_checkpoint=latest but {Path(run_dir) / CHECKPOINTS} holds no complete checkpoint "
+                "yet: start the run again with --overwrite_output_dir instead of --resume_from_checkpoint"
             )
         return found[-1]
     path = Path(requested)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE}); use another one or 'latest'")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise FileNotFoundError(f"{path} is not a usable checkpoint ({problem}); use another one or 'latest'")
     return path
 
 
 def load_checkpoint(accelerator: Accelerator, path: Path) -> TrainState:
     """Restore model, optimizer, scheduler and RNG from ``path`` and return its :class:`TrainState`."""
     accelerator.load_state(str(path))
-    return TrainState.from_json((path / STATE_FILE).read_text(encoding="utf-8"))
+    return TrainState.from_dict(json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["state"])

@@ -37,6 +37,7 @@ from hf_indosent.checkpointing import (
     TrainState,
     load_checkpoint,
     recover_dir,
+    remove_staging,
     replace_dir,
     resolve_checkpoint,
     save_checkpoint,
@@ -212,7 +213,10 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
 
     state = TrainState()
     if checkpoint is not None:
-        recover_dir(run_dir / BEST_DIR)
+        if accelerator.is_main_process:
+            recover_dir(run_dir / BEST_DIR)
+            remove_staging(run_dir)
+        accelerator.wait_for_everyone()
         state = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"Resumed from {checkpoint} (epoch {state.epoch}, step {state.global_step})")
     if accelerator.is_main_process:

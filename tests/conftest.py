@@ -95,3 +95,76 @@ def tiny_smsa_dir(tmp_path_factory) -> Path:
 def cache_dir(tmp_path) -> Path:
     """A private `datasets` cache so tests never see each other's Arrow files."""
     return tmp_path / "hf-cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """What training saves as OUTPUT_DIR/best: the tiny BERT with a 3-label head named after SmSA's labels.
+
+    A few quick optimizer steps on synthetic reviews make its predictions vary with the text (a random head gives
+    every text the same label), so tests can tell rows and labels apart.
+    """
+    import torch
+
+    from hf_indosent.data import LABEL_NAMES
+    from hf_indosent.modeling import load_model, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-classifier")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_torch_thread
+    torch.manual_seed(0)
+    model = load_model(str(tiny_model_dir), LABEL_NAMES)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = make_rows(192, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(12):
+        for start in range(0, len(rows), 32):
+            texts, labels = zip(*rows[start : start + 32], strict=True)
+            batch = tokenizer(list(texts), padding=True, return_tensors="pt")
+            loss = model(**batch, labels=torch.tensor([LABEL_NAMES.index(label) for label in labels])).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    torch.set_num_threads(threads)
+    model.eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny models on one CPU thread (use with pytest.mark.usefixtures).
+
+    Matrices this small gain nothing from a second thread, and when other jobs share the CPU, OpenMP threads waiting
+    for each other make every forward pass many times slower.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Each in-process training run builds its own Accelerator; forget the previous one's process-wide state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="session")
+def no_dropout_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny BERT with dropout off: runs that differ only in process layout then follow the same trajectory."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    config = AutoConfig.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    AutoModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
