@@ -44,7 +44,15 @@ class TrainState:
     best_validation: dict[str, Any] = field(default_factory=dict)
     # running sums of the current epoch, so a mid-epoch resume reports the same epoch metrics
     epoch_sums: dict[str, Any] = field(
-        default_factory=lambda: {"loss": 0.0, "batches": 0, "predictions": [], "references": []}
+        default_factory=lambda: {
+            "loss": 0.0,
+            "batches": 0,
+            "tokens": 0,
+            "positions": 0,
+            "seconds": 0.0,
+            "predictions": [],
+            "references": [],
+        }
     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -262,32 +262,81 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
-def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
-    """Train over the epoch's remaining batches; returns the epoch's mean loss and train metrics.
+class EpochTally:
+    """The epoch's running sums, kept on the device so that steps never wait on the host.
 
-    Running sums live on the device and are read only at logging steps, so steps never wait on the host.
+    They are folded into the checkpointed :class:`TrainState` at checkpoints and at the epoch end, so a run resumed
+    mid-epoch reports the same epoch figures as an uninterrupted one.
     """
+
+    def __init__(self, device: torch.device, global_step: int) -> None:
+        def zero(dtype: torch.dtype = torch.int64, value: int = 0) -> torch.Tensor:
+            return torch.full((), value, device=device, dtype=dtype)
+
+        self.loss, self.batches, self.tokens, self.positions = zero(torch.float64), zero(), zero(), zero()
+        self.step, self.first_bad_step = zero(value=global_step), zero(value=-1)
+        self.predictions: list[torch.Tensor] = []
+        self.references: list[torch.Tensor] = []
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, preds: torch.Tensor, refs: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self.loss += loss
+        self.batches += 1
+        self.tokens += attention_mask.sum()
+        self.positions += attention_mask.numel()
+        self.predictions.append(preds)
+        self.references.append(refs)
+        bad = (self.first_bad_step < 0) & ~torch.isfinite(loss)
+        self.first_bad_step = torch.where(bad, self.step, self.first_bad_step)
+
+    def running_loss(self, state: TrainState) -> float:
+        """Mean loss of the epoch so far; raises :class:`NonFiniteLossError` if any step's loss was NaN/inf."""
+        bad_step = int(self.first_bad_step.item())
+        if bad_step >= 0:
+            raise NonFiniteLossError(
+                f"training loss became NaN/inf at optimizer step {bad_step + 1} (epoch {state.epoch + 1}). "
+                "Stopped before saving anything from that point: best/ holds the last good best model and "
+                "checkpoints/ the last good state. Lower --learning_rate or check the data, then resume with "
+                "--resume_from_checkpoint latest."
+            )
+        sums = state.epoch_sums
+        return (sums["loss"] + self.loss.item()) / max(sums["batches"] + int(self.batches.item()), 1)
+
+    def fold_into(self, state: TrainState, accelerator: Accelerator) -> None:
+        """Add the device sums to ``state`` (every process calls this at the same point) and start from zero."""
+        self.running_loss(state)
+        seconds = time.perf_counter() - self.started
+        sums = state.epoch_sums
+        sums["loss"] += self.loss.item()
+        sums["batches"] += int(self.batches.item())
+        sums["tokens"] += int(accelerator.reduce(self.tokens, "sum").item())  # tokens of every process
+        sums["positions"] += int(accelerator.reduce(self.positions, "sum").item())
+        sums["seconds"] += seconds
+        state.train_seconds += seconds
+        if self.predictions:
+            sums["predictions"] += torch.cat(self.predictions).tolist()
+            sums["references"] += torch.cat(self.references).tolist()
+        for tensor in (self.loss, self.batches, self.tokens, self.positions):
+            tensor.zero_()
+        self.predictions, self.references = [], []
+        self.started = time.perf_counter()
+
+
+def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
+    """Train over the epoch's remaining batches; returns the epoch's loss, train metrics and throughput counts."""
     accelerator, model, optimizer, args = run.accelerator, run.model, run.optimizer, run.args
     model.train()
     run.train_sampler.epoch = state.epoch
     loader = run.train_loader
     if state.step_in_epoch:
         loader = accelerator.skip_first_batches(loader, state.step_in_epoch)
-    device = accelerator.device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    predictions: list[torch.Tensor] = []
-    references: list[torch.Tensor] = []
-    batches = torch.zeros((), device=device, dtype=torch.int64)
-    first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
-    step_counter = torch.full((), state.global_step, device=device, dtype=torch.int64)
+    tally = EpochTally(accelerator.device, state.global_step)
     progress = tqdm(
         total=len(run.train_loader),
         initial=state.step_in_epoch,
         desc=f"(Epoch {state.epoch + 1})",
         disable=not accelerator.is_local_main_process,
-        leave=True,
     )
-    started = time.perf_counter()
     for batch in loader:
         with accelerator.accumulate(model):
             outputs = model(**batch)
@@ -299,63 +348,33 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
             optimizer.zero_grad()
         step_loss = accelerator.gather(loss.detach().reshape(1)).mean()
         preds, refs = accelerator.gather_for_metrics((outputs.logits.detach().argmax(-1), batch["labels"]))
-        predictions.append(preds)
-        references.append(refs)
-        loss_sum += step_loss
-        batches += 1
-        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(step_loss), step_counter, first_bad_step)
+        tally.add(step_loss, preds, refs, batch["attention_mask"])
         state.step_in_epoch += 1
         state.train_samples += len(refs)
         progress.update(1)
         if not accelerator.sync_gradients:
             continue
         state.global_step += 1
-        step_counter += 1
+        tally.step += 1
         if state.global_step % args.logging_steps == 0:
-            running = _check_finite(loss_sum, batches, first_bad_step, state)
-            progress.set_description(
-                f"(Epoch {state.epoch + 1}) TRAIN LOSS:{running:.4f} LR:{current_lr(optimizer):.8f}"
-            )
+            running, lr = tally.running_loss(state), current_lr(optimizer)
+            progress.set_description(f"(Epoch {state.epoch + 1}) TRAIN LOSS:{running:.4f} LR:{lr:.8f}")
             if args.report_to != "none":
-                accelerator.log({"train/loss": running, "train/lr": current_lr(optimizer)}, step=state.global_step)
+                accelerator.log({"train/loss": running, "train/lr": lr}, step=state.global_step)
         if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
-            _check_finite(loss_sum, batches, first_bad_step, state)
-            state.train_seconds += time.perf_counter() - started
-            _fold_epoch_sums(state, loss_sum, batches, predictions, references)
-            loss_sum.zero_(), batches.zero_()
-            predictions, references = [], []
+            tally.fold_into(state, accelerator)
             save_checkpoint(accelerator, run.run_dir, state, args.save_total_limit)
-            started = time.perf_counter()
+            tally.started = time.perf_counter()  # saving is not training time
     progress.close()
-    _check_finite(loss_sum, batches, first_bad_step, state)
-    state.train_seconds += time.perf_counter() - started
-    _fold_epoch_sums(state, loss_sum, batches, predictions, references)
+    tally.fold_into(state, accelerator)
     sums = state.epoch_sums
-    metrics = compute_metrics(sums["predictions"], sums["references"], run.metric)
-    return {"loss": sums["loss"] / max(sums["batches"], 1), **metrics}
-
-
-def _fold_epoch_sums(state: TrainState, loss_sum, batches, predictions, references) -> None:
-    """Move the device-side running sums into the (checkpointed) state, once per checkpoint or epoch."""
-    sums = state.epoch_sums
-    sums["loss"] += loss_sum.item()
-    sums["batches"] += int(batches.item())
-    if predictions:
-        sums["predictions"] += torch.cat(predictions).tolist()
-        sums["references"] += torch.cat(references).tolist()
-
-
-def _check_finite(loss_sum, batches, first_bad_step, state: TrainState) -> float:
-    bad_step = int(first_bad_step.item())
-    if bad_step >= 0:
-        raise NonFiniteLossError(
-            f"training loss became NaN/inf at optimizer step {bad_step + 1} (epoch {state.epoch + 1}). "
-            "Stopped before saving anything from that point: best/ holds the last good best model and "
-            "checkpoints/ the last good state. Lower --learning_rate or check the data, then resume with "
-            "--resume_from_checkpoint latest."
-        )
-    total_batches = state.epoch_sums["batches"] + int(batches.item())
-    return (state.epoch_sums["loss"] + loss_sum.item()) / max(total_batches, 1)
+    return {
+        "loss": sums["loss"] / max(sums["batches"], 1),
+        **compute_metrics(sums["predictions"], sums["references"], run.metric),
+        "seconds": sums["seconds"],
+        "tokens": sums["tokens"],
+        "padding_fraction": 1 - sums["tokens"] / max(sums["positions"], 1),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -57,7 +57,9 @@ def comparable(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("train_runtime_s", "train_samples_per_second"):
         metrics.pop(key)
-    history = [{k: v for k, v in entry.items() if k != "epoch_seconds"} for entry in log_lines(run_dir)]
+    history = log_lines(run_dir)
+    for entry in history:
+        del entry["epoch_seconds"], entry["train"]["seconds"]
     return {"metrics": metrics, "history": history}
 
 
@@ -155,3 +157,23 @@ def test_tensorboard_tracker_writes_events(tiny_model_dir, tiny_smsa_dir, tmp_pa
     run_dir = tmp_path / "run"
     run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, report_to="tensorboard")
     assert list((run_dir / "runs").rglob("events.out.tfevents.*"))
+
+
+def test_log_reports_throughput_counts(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    """Real tokens and padding per epoch: length grouping must pad less than random batches on the same data."""
+    fractions = {}
+    for grouped in (True, False):
+        run_dir = tmp_path / f"grouped-{grouped}"
+        run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, group_by_length=grouped)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        train = log_lines(run_dir)[0]["train"]
+        assert train["seconds"] > 0 and 0 <= train["padding_fraction"] < 1
+        fractions[grouped] = train["padding_fraction"]
+        tokens = train["tokens"]
+    from hf_indosent.data import load_smsa
+    from hf_indosent.modeling import load_tokenizer
+
+    texts = load_smsa(data_dir=tiny_smsa_dir, cache_dir=cache_dir)["train"]["text"]
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    assert tokens == sum(len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=64)["input_ids"])
+    assert fractions[True] < fractions[False]
