@@ -8,6 +8,7 @@ import sys
 # subcommand -> (module, one-line help). Each module exposes `cli_main(argv: list[str]) -> int | None`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hf_indosent.training", "fine-tune a model on SmSA (or your data) with Accelerate"),
+    "predict": ("hf_indosent.prediction", "label texts (arguments, stdin or a file) or write the IndoNLU submission"),
 }
 
 
