@@ -1,0 +1,160 @@
+"""``hf-indosent evaluate``: score a saved model on a labelled split (SmSA or your own file).
+
+Predictions come from the same :class:`~hf_indosent.prediction.Predictor` as ``predict``, so what is evaluated is
+exactly what users get. Metrics come from our ``evaluate`` module (:mod:`hf_indosent.metrics`). Outputs: one JSON file
+(macro metrics, per-class report, confusion matrix) and a confusion-matrix PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from hf_indosent.arguments import parse_args
+from hf_indosent.data import load_smsa, require_labels
+from hf_indosent.metrics import compute_metrics, confusion, confusion_array, load_metric, per_class_report
+from hf_indosent.prediction import InferenceArguments, Predictor
+
+logger = logging.getLogger(__name__)
+
+SPLIT_CHOICES = ("validation", "test")
+
+
+@dataclass
+class EvaluateArguments:
+    split: str = field(default="validation", metadata={"help": "SmSA split to score: 'validation' or 'test'."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder with the SmSA files (default: the pinned upstream files, labelled test included)."},
+    )
+    file: str | None = field(
+        default=None, metadata={"help": "Score your own labelled file (.tsv or .csv) instead of an SmSA split."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Text column of --file."})
+    label_column: str = field(default="label", metadata={"help": "Label column of --file (the model's label names)."})
+    header: bool = field(default=True, metadata={"help": "Whether --file starts with a header row."})
+    output_dir: str = field(
+        default="evaluation", metadata={"help": "Where <name>_results.json and <name>_confusion_matrix.png go."}
+    )
+    dataset_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where `datasets` keeps its Arrow cache (default: HF_DATASETS_CACHE)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_CHOICES:
+            raise ValueError(f"--split {self.split!r} is unknown: use one of {list(SPLIT_CHOICES)}")
+        if self.file is not None and self.data_dir is not None:
+            raise ValueError("--file and --data_dir were both given: score either your file or an SmSA split")
+        if self.file is not None and not Path(self.file).is_file():
+            raise ValueError(f"--file {self.file!r} does not exist: check the path")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
+
+    @property
+    def name(self) -> str:
+        """Prefix of the output files: the split, or the file's stem."""
+        return Path(self.file).stem if self.file is not None else self.split
+
+
+def load_labelled(args: EvaluateArguments, label_names: Sequence[str]) -> datasets.Dataset:
+    """The split to score, its label ids following the model's ``id2label``; refuses masked splits."""
+    if args.file is not None:
+        # Loaded as "validation" so a missing label column is a clear DataFormatError, not an unlabelled test split.
+        dataset = load_smsa(
+            data_files={"validation": args.file},
+            label_names=label_names,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            header=args.header,
+            cache_dir=args.dataset_cache_dir,
+        )["validation"]
+    else:
+        splits = load_smsa(data_dir=args.data_dir, label_names=label_names, cache_dir=args.dataset_cache_dir)
+        if args.split not in splits:
+            raise ValueError(f"data_dir {args.data_dir!r} has no {args.split} file: add it or pick another --split")
+        dataset = splits[args.split]
+    require_labels(dataset, args.name)
+    return dataset
+
+
+def evaluate_dataset(predictor: Predictor, dataset: datasets.Dataset) -> dict[str, Any]:
+    """Macro metrics, per-class report and confusion matrix of ``predictor`` on a labelled ``dataset``."""
+    names = predictor.label_names
+    label_ids = {name: index for index, name in enumerate(names)}
+    predictions = [label_ids[result["label"]] for result in predictor.stream(dataset["text"])]
+    references = dataset["label"]
+    return {
+        "num_examples": len(references),
+        "label_names": names,
+        "max_length": predictor.max_length,
+        "metrics": compute_metrics(predictions, references, load_metric()),
+        "per_class": per_class_report(predictions, references, names),
+        "confusion_matrix": confusion(predictions, references, names),
+    }
+
+
+def plot_confusion_matrix(confusion_dict: dict, path: str | Path, title: str) -> Path:
+    """Counts and row-normalised shading (recall per gold label), rows = gold, columns = predicted."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    counts = confusion_array(confusion_dict)
+    names = confusion_dict["labels"]
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = counts / totals.clip(min=1)
+    figure, axes = plt.subplots(figsize=(1.6 * len(names) + 2, 1.4 * len(names) + 1.5))
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(names)), labels=names)
+    axes.set_yticks(range(len(names)), labels=names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(title)
+    for gold in range(len(names)):
+        for predicted in range(len(names)):
+            color = "white" if shares[gold, predicted] > 0.5 else "black"
+            axes.text(predicted, gold, f"{counts[gold, predicted]}", ha="center", va="center", color=color)
+    figure.colorbar(image, ax=axes, label="share of gold row")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> dict[str, Any]:
+    """Run ``hf-indosent evaluate``: write ``<name>_results.json`` and ``<name>_confusion_matrix.png``."""
+    predictor = inference.load()
+    dataset = load_labelled(args, predictor.label_names)
+    report = {"model": inference.model, "data": args.file or args.split, **evaluate_dataset(predictor, dataset)}
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results_path = output_dir / f"{args.name}_results.json"
+    results_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    metrics = report["metrics"]
+    title = f"{args.name}: accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['f1']:.3f}"
+    plot_path = plot_confusion_matrix(
+        report["confusion_matrix"], output_dir / f"{args.name}_confusion_matrix.png", title
+    )
+    logger.info("%s: %s", args.name, ", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
+    logger.info("wrote %s and %s", results_path, plot_path)
+    return report
+
+
+def cli_main(argv: list[str]) -> int:
+    inference, args = parse_args([InferenceArguments, EvaluateArguments], argv, prog="hf-indosent evaluate")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run_evaluation(inference, args)
+    except (ValueError, OSError) as err:  # MissingLabelsError and DataFormatError are ValueErrors
+        print(f"hf-indosent evaluate: error: {err}", file=sys.stderr)
+        return 1
+    return 0
