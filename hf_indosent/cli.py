@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hf_indosent.training", "fine-tune a model on SmSA (or your data) with Accelerate"),
     "predict": ("hf_indosent.prediction", "label texts (arguments, stdin or a file) or write the IndoNLU submission"),
     "evaluate": ("hf_indosent.evaluation", "metrics, per-class report and confusion matrix on a labelled split"),
+    "push": ("hf_indosent.hub", "upload a trained model with a generated model card to the Hugging Face Hub"),
 }
 
 

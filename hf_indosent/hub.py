@@ -1,0 +1,169 @@
+"""Share a trained model on the Hugging Face Hub: ``hf-indosent push`` and ``train --push_to_hub``.
+
+One commit uploads what ``transformers.pipeline`` needs and nothing else: safetensors weights, ``config.json`` (with
+id2label/label2id), the tokenizer files and a generated model card (README.md). The card is built in memory, so the
+local model folder is only read, never written, whatever happens. The token comes from the usual huggingface_hub
+sources (argument, ``HF_TOKEN``, cached ``hf auth login``); it is never printed, logged or written to disk, and any
+error message is scrubbed of it before it is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError
+from huggingface_hub.utils import validate_repo_id
+
+from hf_indosent.arguments import parse_args
+from hf_indosent.model_card import build_model_card
+from hf_indosent.prediction import best_model_path, label_names_of
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_INDEX = "model.safetensors.index.json"
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+COMMIT_MESSAGE = "Upload sentiment model and model card (hf_indosent)"
+
+
+class HubPushError(RuntimeError):
+    """The upload could not be done; the message is one line that says why and what to do."""
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse anything but ``owner/name`` before any network call."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        repo_id_ok = False
+    else:
+        repo_id_ok = repo_id.count("/") == 1
+    if not repo_id_ok:
+        raise ValueError(
+            f"repo id {repo_id!r} is not a Hub model id: use OWNER/NAME (your user or organisation name, a slash, "
+            "then letters, digits, '-', '_' or '.'), e.g. your-user/indobert-smsa"
+        )
+
+
+def upload_files(model_dir: Path) -> list[Path]:
+    """The files of ``model_dir`` that go to the Hub: safetensors weights, config and tokenizer, nothing else."""
+    weights = sorted(model_dir.glob("*.safetensors"))
+    if not weights:
+        raise ValueError(
+            f"{model_dir} has no .safetensors weights: re-save the model with model.save_pretrained(folder) "
+            "(safetensors is the default); other weight formats are not uploaded"
+        )
+    tokenizer = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    if not tokenizer:
+        raise ValueError(f"{model_dir} has no tokenizer files: save the tokenizer there with tokenizer.save_pretrained")
+    index = [model_dir / WEIGHTS_INDEX] if (model_dir / WEIGHTS_INDEX).is_file() else []
+    files = [model_dir / "config.json", *weights, *index, *tokenizer]
+    skipped = sorted(path.name for path in model_dir.iterdir() if path not in files)
+    if skipped:
+        logger.info("not uploaded from %s: %s", model_dir, ", ".join(skipped))
+    return files
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        logger.warning("%s not found: the model card will say so", path)
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): fix or remove it before pushing") from None
+
+
+def _reason(err: Exception) -> str:
+    """One line that says what went wrong with the Hub and what to do."""
+    text = " ".join(str(err).split())
+    if isinstance(err, HfHubHTTPError) and err.response is not None and err.response.status_code in (401, 403):
+        return (
+            f"the Hub refused the token (HTTP {err.response.status_code}): set HF_TOKEN or run `hf auth login` with a "
+            "token that has write access to this namespace"
+        )
+    if isinstance(err, HfHubHTTPError):
+        return f"the Hub answered with an error: {text}"
+    return f"cannot reach the Hugging Face Hub ({type(err).__name__}: {text}); check the network or HF_HUB_OFFLINE"
+
+
+def push_to_hub(
+    model_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    run_dir: str | Path | None = None,
+    token: str | None = None,
+) -> str:
+    """Upload a trained model folder with a generated model card in one commit; returns the repository URL.
+
+    ``model_dir`` is a run's ``best/`` folder or the run folder itself. ``metrics.json`` and ``args.json`` are read
+    from ``run_dir`` (default: the model folder's parent). Local problems raise ValueError; Hub problems (offline,
+    refused token, server error) raise :class:`HubPushError` with a one-line reason.
+    """
+    check_repo_id(repo_id)
+    folder = Path(best_model_path(model_dir))
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} has no config.json: pass a model folder saved by training (OUTPUT_DIR/best)")
+    label_names = label_names_of(str(folder))  # refuses generic LABEL_0 names before anything is uploaded
+    files = upload_files(folder)
+    run = Path(run_dir) if run_dir is not None else folder.parent
+    card = build_model_card(repo_id, label_names, _read_json(run / "metrics.json"), _read_json(run / "args.json"))
+    token = token or get_token()
+    if not token:
+        raise HubPushError("no Hugging Face token found: set HF_TOKEN or run `hf auth login` (a write token)")
+    operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]
+    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.create_commit(repo_id, operations, commit_message=COMMIT_MESSAGE, repo_type="model")
+    except (OSError, HTTPError) as err:  # HfHubHTTPError, OfflineModeIsEnabled and connection errors
+        raise HubPushError(f"cannot push to {repo_id}: {_reason(err)}".replace(token, "<token>")) from None
+    logger.info("uploaded %s to %s", ", ".join(operation.path_in_repo for operation in operations), url)
+    return str(url)
+
+
+@dataclass
+class PushArguments:
+    model: str = field(metadata={"help": "Model folder saved by training (OUTPUT_DIR/best) or the run folder."})
+    repo_id: str = field(metadata={"help": "Hub repository OWNER/NAME; created if missing."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+    run_dir: str | None = field(
+        default=None, metadata={"help": "Folder with metrics.json and args.json (default: the model folder's parent)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not Path(self.model).is_dir():
+            raise ValueError(f"--model {self.model!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
+        if self.run_dir is not None and not Path(self.run_dir).is_dir():
+            raise ValueError(f"--run_dir {self.run_dir!r} is not a folder: pass the training OUTPUT_DIR")
+        check_repo_id(self.repo_id)
+
+
+def cli_main(argv: list[str]) -> int:
+    (args,) = parse_args([PushArguments], argv, prog="hf-indosent push")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        url = push_to_hub(args.model, args.repo_id, private=args.private, run_dir=args.run_dir)
+    except (ValueError, HubPushError) as err:
+        print(f"hf-indosent push: error: {err}", file=sys.stderr)
+        return 1
+    print(url)
+    return 0
