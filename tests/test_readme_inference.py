@@ -1,0 +1,72 @@
+"""The README's predict, evaluate, submission and push commands run as written (tiny model, no Hub)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import datasets
+import pytest
+from conftest import make_rows
+from huggingface_hub import HfApi
+from huggingface_hub.hf_api import RepoUrl
+
+from hf_indosent import cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+RUN = "outputs/smsa-minilm-offline"
+
+
+def inference_commands() -> list[str]:
+    """``hf-indosent`` lines of the bash blocks from the Predict section on."""
+    sections = README.split("\n## Predict\n", 1)[1]
+    blocks = re.findall(r"```bash\n(.*?)```", sections, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if "hf-indosent " in line]
+
+
+def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_classifier_dir, tiny_smsa_dir):
+    commands = inference_commands()
+    assert {shlex.split(command.split("|")[-1])[1] for command in commands} == {"predict", "evaluate", "push"}
+    shutil.copytree(tiny_classifier_dir, tmp_path / RUN / "best")
+    rows = make_rows(12, seed=31)
+    (tmp_path / "reviews.txt").write_text("".join(f"{text}\n" for text, _ in rows), encoding="utf-8")
+    (tmp_path / "reviews.csv").write_text("review\n" + "".join(f"{text}\n" for text, _ in rows), encoding="utf-8")
+    (tmp_path / "my_reviews.csv").write_text(
+        "review,sentiment\n" + "".join(f"{text},{label}\n" for text, label in rows), encoding="utf-8"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.setenv("HF_TOKEN", "hf_FAKEreadmeToken000")
+    uploads: dict[str, list[str]] = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **_: RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **_: uploads.setdefault(repo_id, [op.path_in_repo for op in operations]),
+    )
+
+    for command in commands:
+        if "|" in command:  # `cat FILE | hf-indosent ...`: the file becomes stdin
+            source, command = command.split("|")
+            data = Path(shlex.split(source)[1]).read_bytes()
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        argv = shlex.split(command.replace("../shared/smsa", str(tiny_smsa_dir)))
+        assert argv[0] == "hf-indosent"
+        assert cli.main(argv[1:]) == 0, command
+
+    assert len((tmp_path / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == len(rows)  # from stdin
+    assert len((tmp_path / "predictions.csv").read_text(encoding="utf-8").splitlines()) == len(rows) + 1
+    assert json.loads((tmp_path / RUN / "eval" / "validation_results.json").read_text())["num_examples"] == 45
+    assert json.loads((tmp_path / "eval" / "my_reviews_results.json").read_text())["num_examples"] == len(rows)
+    assert len((tmp_path / "submission" / "pred.txt").read_text().splitlines()) == 21 + 1
+    with zipfile.ZipFile(tmp_path / "submission" / "pred.zip") as bundle:
+        assert bundle.namelist() == ["pred.txt"]
+    assert "README.md" in uploads["your-user/indobert-smsa"]
