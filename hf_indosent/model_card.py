@@ -8,7 +8,7 @@ the recipe are never written into it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
@@ -50,6 +50,8 @@ RECIPE_KEYS: dict[str, tuple[str, ...]] = {
 def hub_model_id(name: str | None) -> str | None:
     """``name`` when it reads as a Hub id (``owner/name``); ``None`` for local paths, which must stay private."""
     if not name or name.startswith((".", "~", "/")) or "\\" in name or PurePath(name).is_absolute():
+        return None
+    if Path(name).exists():  # a relative folder such as models/mybert looks like owner/name
         return None
     return name if name.count("/") == 1 else None
 
@@ -113,9 +115,15 @@ def _results_table(metrics: Mapping[str, Any] | None, repo_id: str) -> str:
 def _recipe_table(recipe: Mapping[str, Any] | None) -> str:
     if not recipe:
         return "No `args.json` was found next to the model, so the training recipe is not recorded here.\n"
-    model = (recipe.get("model") or {}).get("model_name_or_path")
+    model = (recipe.get("model") or {}).get("model_name_or_path") or ""
     base = hub_model_id(model)
-    rows = [f"| base model | {f'[`{base}`](https://huggingface.co/{base})' if base else 'a local model folder'} |"]
+    if base:
+        described = f"[`{base}`](https://huggingface.co/{base})"
+    elif "/" in model or "\\" in model or model.startswith((".", "~")):
+        described = "a local model folder"  # its path means nothing to readers and may be private
+    else:
+        described = f"`{model}`"  # a bare name, e.g. a packaged model
+    rows = [f"| base model | {described} |"]
     for section, keys in RECIPE_KEYS.items():
         values = recipe.get(section) or {}
         rows += [f"| {key} | {values[key]} |" for key in keys if values.get(key) is not None]

