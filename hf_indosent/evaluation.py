@@ -7,7 +7,6 @@ exactly what users get. Metrics come from our ``evaluate`` module (:mod:`hf_indo
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -19,8 +18,9 @@ import datasets
 
 from hf_indosent.arguments import parse_args
 from hf_indosent.data import load_smsa, require_labels
-from hf_indosent.metrics import compute_metrics, confusion, confusion_array, load_metric, per_class_report
+from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.prediction import InferenceArguments, Predictor
+from hf_indosent.reporting import plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -100,36 +100,6 @@ def evaluate_dataset(predictor: Predictor, dataset: datasets.Dataset) -> dict[st
     }
 
 
-def plot_confusion_matrix(confusion_dict: dict, path: str | Path, title: str) -> Path:
-    """Counts and row-normalised shading (recall per gold label), rows = gold, columns = predicted."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
-
-    counts = confusion_array(confusion_dict)
-    names = confusion_dict["labels"]
-    totals = counts.sum(axis=1, keepdims=True)
-    shares = counts / totals.clip(min=1)
-    figure, axes = plt.subplots(figsize=(1.6 * len(names) + 2, 1.4 * len(names) + 1.5))
-    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(names)), labels=names)
-    axes.set_yticks(range(len(names)), labels=names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("gold")
-    axes.set_title(title)
-    for gold in range(len(names)):
-        for predicted in range(len(names)):
-            color = "white" if shares[gold, predicted] > 0.5 else "black"
-            axes.text(predicted, gold, f"{counts[gold, predicted]}", ha="center", va="center", color=color)
-    figure.colorbar(image, ax=axes, label="share of gold row")
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
 def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> dict[str, Any]:
     """Run ``hf-indosent evaluate``: write ``<name>_results.json`` and ``<name>_confusion_matrix.png``."""
     predictor = inference.load()
@@ -138,7 +108,7 @@ def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> di
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results_path = output_dir / f"{args.name}_results.json"
-    results_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(results_path, report)
     metrics = report["metrics"]
     title = f"{args.name}: accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['f1']:.3f}"
     plot_path = plot_confusion_matrix(

@@ -50,12 +50,13 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> No
     plt.close(figure)
 
 
-def plot_confusion_matrix(confusion: Mapping[str, Any], path: Path, title: str = "Confusion matrix") -> None:
-    """Counts with gold labels on rows and predictions on columns, labelled by name."""
+def plot_confusion_matrix(confusion: Mapping[str, Any], path: Path, title: str = "Confusion matrix") -> Path:
+    """Counts, shaded by share of the gold row (recall per label); rows = gold, columns = predicted, by name."""
     names = confusion["labels"]
-    matrix = confusion_array(confusion)
+    counts = confusion_array(confusion)
+    shares = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
     figure, axis = plt.subplots(figsize=(1.6 * len(names) + 2, 1.4 * len(names) + 1.5))
-    image = axis.imshow(matrix, cmap="Blues")
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     axis.set(
         xticks=range(len(names)),
         yticks=range(len(names)),
@@ -65,12 +66,12 @@ def plot_confusion_matrix(confusion: Mapping[str, Any], path: Path, title: str =
         ylabel="gold",
         title=title,
     )
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for row in range(len(names)):
-        for col in range(len(names)):
-            color = "white" if matrix[row, col] > threshold else "black"
-            axis.text(col, row, str(matrix[row, col]), ha="center", va="center", color=color)
-    figure.colorbar(image, ax=axis)
+    for gold in range(len(names)):
+        for predicted in range(len(names)):
+            color = "white" if shares[gold, predicted] > 0.5 else "black"
+            axis.text(predicted, gold, str(counts[gold, predicted]), ha="center", va="center", color=color)
+    figure.colorbar(image, ax=axis, label="share of gold row")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+    return Path(path)
