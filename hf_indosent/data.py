@@ -64,6 +64,8 @@ class DataFormatError(ValueError):
         super().__init__(f"{where}: {problem}. {fix}")
         self.path = str(path)
         self.line = line
+        self.problem = problem
+        self.fix = fix
 
 
 class ChecksumError(RuntimeError):
@@ -200,11 +202,14 @@ def read_examples(source: SplitSource, label_names: Sequence[str] = LABEL_NAMES)
     layout = "the header's columns" if source.header else "text<TAB>label"
     for number, fields in rows:
         if len(fields) != width:
+            if len(fields) > width and source.delimiter == "\t":
+                fix = "TSV has no quoting, so a text cannot contain a tab: remove it (or use a quoted CSV file)"
+            elif len(fields) > width:
+                fix = "Quote a text that contains commas"
+            else:
+                fix = "Every row needs all its columns: add the missing value (e.g. the label after a tab)"
             raise DataFormatError(
-                path,
-                number,
-                f"expected {width} columns ({layout}), found {len(fields)}: {fields[:4]!r}",
-                "Remove tabs/separators inside the text, or fix the row",
+                path, number, f"expected {width} columns ({layout}), found {len(fields)}: {fields[:4]!r}", fix
             )
         value = fields[text_index]
         if not value.strip():

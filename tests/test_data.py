@@ -89,53 +89,9 @@ def test_one_bad_line_names_file_and_line_and_caches_nothing(tmp_path, cache_dir
     assert load_smsa(data_dir=folder, cache_dir=cache_dir)["train"].num_rows == 10
 
 
-BAD_TRAIN_FILES = {
-    "too many columns": (b"a\tb\tpositive\n", 1, "expected 2 columns"),
-    "missing label column": (b"ok\tpositive\nno label here\n", 2, "found 1"),
-    "unknown label": (b"ok\tpositive\nok\tgood\n", 2, "unknown label 'good'"),
-    "mixed label case": (b"ok\tPositive\n", 1, "did you mean 'positive'"),
-    "label with trailing space": (b"ok\tnegative \n", 1, "did you mean 'negative'"),
-    "empty text": (b"ok\tpositive\n\tnegative\n", 2, "empty text"),
-    "whitespace-only text": (b"ok\tpositive\n   \tneutral\n", 2, "empty text"),
-    "blank line": (b"ok\tpositive\n\nok\tneutral\n", 2, "found 1"),
-    "latin-1 bytes": (b"ok\tpositive\ncaf\xe9 enak\tpositive\n", 2, "not valid UTF-8"),
-    "header row": (b"text\tlabel\nok\tpositive\n", 1, "looks like a header"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_TRAIN_FILES))
-def test_bad_rows_fail_with_file_line_and_fix(case, tmp_path, cache_dir):
-    content, line, fragment = BAD_TRAIN_FILES[case]
-    folder = smsa_folder(tmp_path, content)
-    with pytest.raises(DataFormatError) as info:
-        load_smsa(data_dir=folder, cache_dir=cache_dir)
-    assert info.value.path == str(folder / "train_preprocess.tsv")
-    assert info.value.line == line
-    assert fragment in str(info.value)
-
-
-def test_empty_file_missing_file_and_directory(tmp_path, cache_dir):
-    with pytest.raises(DataFormatError, match="file is empty"):
-        load_smsa(data_dir=smsa_folder(tmp_path, b""), cache_dir=cache_dir)
-    with pytest.raises(DataFormatError, match="file not found"):
-        load_smsa(data_files={"train": tmp_path / "nope.tsv"}, cache_dir=cache_dir)
-    with pytest.raises(DataFormatError, match="is a directory"):
-        load_smsa(data_files={"train": tmp_path}, cache_dir=cache_dir)
+def test_data_dir_must_hold_the_smsa_files(tmp_path, cache_dir):
     with pytest.raises(FileNotFoundError, match=r"train_preprocess\.tsv"):
         load_smsa(data_dir=tmp_path, cache_dir=cache_dir)
-
-
-def test_crlf_and_bom_are_tolerated(tmp_path, cache_dir):
-    folder = smsa_folder(tmp_path, b"\xef\xbb\xbfpertama enak\tpositive\r\nkedua jelek\tnegative\r\n")
-    train = load_smsa(data_dir=folder, cache_dir=cache_dir)["train"]
-    assert list(train["text"]) == ["pertama enak", "kedua jelek"]
-    assert list(train["label"]) == [0, 2]
-
-
-def test_quotes_null_and_na_stay_verbatim(tmp_path, cache_dir):
-    texts = ['dia bilang "enak banget', "null", "NA", "'kutip' tunggal", " spasi di tepi ", "nan", "None", '"']
-    folder = smsa_folder(tmp_path, "".join(f"{t}\tneutral\n" for t in texts).encode())
-    assert list(load_smsa(data_dir=folder, cache_dir=cache_dir)["train"]["text"]) == texts
 
 
 def test_user_csv_with_own_labels_and_quoted_newlines(tmp_path, cache_dir):
