@@ -43,6 +43,7 @@ from hf_indosent.checkpointing import (
     save_checkpoint,
 )
 from hf_indosent.data import NO_LABEL, ChecksumError, DataFormatError, MissingLabelsError, load_smsa, require_labels
+from hf_indosent.hub import HubPushError, push_to_hub
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.modeling import load_model, load_tokenizer, resolve_model_path
 from hf_indosent.reporting import (
@@ -530,9 +531,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         )
     results = finish(run, state, stopped_early)
     if args.push_to_hub and run.accelerator.is_main_process:
-        from hf_indosent.hub import push_to_hub
-
-        url = push_to_hub(run.run_dir / BEST_DIR, args.hub_model_id, private=args.hub_private, run_dir=run.run_dir)
+        try:
+            url = push_to_hub(run.run_dir / BEST_DIR, args.hub_model_id, private=args.hub_private, run_dir=run.run_dir)
+        except HubPushError as err:
+            raise HubPushError(
+                f"training finished (best model in {run.run_dir / BEST_DIR}) but the upload failed: {err}. "
+                f"Retry with: hf-indosent push --model {run.run_dir} --repo-id {args.hub_model_id}"
+            ) from None
         run.accelerator.print(f"Pushed best model to {url}")
     run.accelerator.end_training()
     return results
@@ -545,6 +550,7 @@ USER_ERRORS = (
     ChecksumError,
     FileExistsError,
     FileNotFoundError,
+    HubPushError,
     NonFiniteLossError,
 )
 

@@ -22,6 +22,9 @@ requires_smsa = pytest.mark.skipif(
 POSITIVE = ["enak", "bagus", "mantap", "ramah", "nyaman", "murah", "puas", "suka", "keren", "bersih"]
 NEGATIVE = ["buruk", "jelek", "kotor", "mahal", "kecewa", "lambat", "kasar", "basi", "sempit", "panas"]
 NEUTRAL = ["kampanye", "partai", "rapat", "jadwal", "kantor", "berita", "laporan", "pemilu", "acara", "data"]
+FAKE_TOKEN = "hf_FAKEtokenDoNotUse0123456789abcdef"
+"""A Hub token that must never appear in any output, file or upload."""
+
 FILLER = ["makanan", "tempat", "pelayanan", "nya", "sangat", "di", "ini", "yang", "dan", "saya", "restoran", "."]
 
 
@@ -168,3 +171,27 @@ def no_dropout_model(tiny_model_dir, tmp_path_factory) -> Path:
     AutoModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def hub_calls(monkeypatch) -> dict:
+    """Stand-ins for the two Hub calls: they record what would be created and uploaded."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoUrl
+
+    calls: dict = {}
+
+    def create_repo(self, repo_id, **kwargs):
+        calls["create_repo"] = {"repo_id": repo_id, **kwargs}
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        files = {}
+        for operation in operations:
+            source = operation.path_or_fileobj
+            files[operation.path_in_repo] = source if isinstance(source, bytes) else Path(source).read_bytes()
+        calls["create_commit"] = {"repo_id": repo_id, "files": files, **kwargs}
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    return calls

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from huggingface_hub import HfApi
-from huggingface_hub.hf_api import RepoUrl
+from conftest import FAKE_TOKEN
 
 from hf_indosent import cli
 from hf_indosent import hub as hub_module
@@ -21,7 +20,6 @@ from hf_indosent.data import LABEL_NAMES
 from hf_indosent.hub import HubPushError, push_to_hub
 from hf_indosent.model_card import hub_model_id
 
-FAKE_TOKEN = "hf_FAKEtokenDoNotUse0123456789abcdef"
 REPO_ID = "someone/indobert-smsa"
 UPLOADED = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"]
 METRICS = {
@@ -73,27 +71,6 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.fixture
 def run_dir(tmp_path, tiny_classifier_dir, tiny_smsa_dir) -> Path:
     return make_run(tmp_path, tiny_classifier_dir, tiny_smsa_dir)
-
-
-@pytest.fixture
-def hub_calls(monkeypatch) -> dict:
-    """Stand-ins for the two Hub calls: they record what would be created and uploaded."""
-    calls: dict = {}
-
-    def create_repo(self, repo_id, **kwargs):
-        calls["create_repo"] = {"repo_id": repo_id, **kwargs}
-        return RepoUrl(f"https://huggingface.co/{repo_id}")
-
-    def create_commit(self, repo_id, operations, **kwargs):
-        files = {}
-        for operation in operations:
-            source = operation.path_or_fileobj
-            files[operation.path_in_repo] = source if isinstance(source, bytes) else Path(source).read_bytes()
-        calls["create_commit"] = {"repo_id": repo_id, "files": files, **kwargs}
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "create_commit", create_commit)
-    return calls
 
 
 def card_parts(card: str) -> tuple[dict, str]:
