@@ -205,7 +205,9 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         )[0]
         for split in eval_splits
     }
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay, fused=args.fused_adam
+    )
     scheduler = StepLR(optimizer, step_size=args.lr_step_size, gamma=args.lr_gamma)
     model, optimizer, train_loader, scheduler, *prepared = accelerator.prepare(
         model, optimizer, train_loader, scheduler, *eval_loaders.values()
@@ -432,14 +434,19 @@ def load_best_weights(run: Run) -> None:
     run.accelerator.unwrap_model(run.model).load_state_dict(weights, strict=False)
 
 
-def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], lr: float, seconds: float) -> bool:
-    """Evaluate, update early stopping, save best/log/checkpoint. Returns True when training should stop."""
+def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], lr: float, started: float) -> bool:
+    """Evaluate, update early stopping, save best/log/checkpoint. Returns True when training should stop.
+
+    ``started`` is when the epoch began (``time.perf_counter()``), for the epoch's wall time in log.jsonl.
+    """
     accelerator, args = run.accelerator, run.args
     epoch = state.epoch + 1
     accelerator.print(
         f"(Epoch {epoch}) TRAIN LOSS:{train_metrics['loss']:.4f} {metrics_to_string(train_metrics)} LR:{lr:.8f}"
     )
+    validation_started = time.perf_counter()
     validation, preds, refs = evaluate(run, run.eval_loaders["validation"], desc=f"(Epoch {epoch}) validation")
+    validation_seconds = time.perf_counter() - validation_started
     accelerator.print(f"(Epoch {epoch}) VALID LOSS:{validation['loss']:.4f} {metrics_to_string(validation)}")
 
     state.epoch = epoch
@@ -463,7 +470,8 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
             "epoch": epoch,
             "global_step": state.global_step,
             "lr": lr,
-            "epoch_seconds": seconds,
+            "epoch_seconds": time.perf_counter() - started,  # training, validation and best-model saving
+            "validation_seconds": validation_seconds,
             "train": train_metrics,
             "validation": validation,
             "is_best": improved,
@@ -523,7 +531,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         lr = current_lr(run.optimizer)
         train_metrics = train_one_epoch(run, state)
         run.scheduler.step()  # StepLR decays once per epoch, after training, as in the tutorial
-        stopped_early = end_of_epoch(run, state, train_metrics, lr, time.perf_counter() - started)
+        stopped_early = end_of_epoch(run, state, train_metrics, lr, started)
     if stopped_early:
         run.accelerator.print(
             f"Early stopping: no better validation {args.metric_for_best_model} for {args.early_stopping_patience} "

@@ -59,7 +59,7 @@ def comparable(run_dir: Path) -> dict:
         metrics.pop(key)
     history = log_lines(run_dir)
     for entry in history:
-        del entry["epoch_seconds"], entry["train"]["seconds"]
+        del entry["epoch_seconds"], entry["validation_seconds"], entry["train"]["seconds"]
     return {"metrics": metrics, "history": history}
 
 
