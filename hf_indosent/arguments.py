@@ -155,6 +155,13 @@ class TrainingArguments:
     )
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
+    fused_adam: bool = field(
+        default=True,
+        metadata={
+            "help": "Adam's fused kernel: one pass over the parameters per step. On CPU torch otherwise loops over "
+            "them op by op, which costs a large share of each step on small models. Same algorithm either way."
+        },
+    )
     push_to_hub: bool = field(default=False, metadata={"help": "Upload best/ to the Hub when training ends."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo id (user/name) for push_to_hub."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
