@@ -1,8 +1,10 @@
 """Batch sampling that is deterministic in (seed, epoch), so an interrupted run resumes on exactly the same batches.
 
-Length grouping cuts padding: indices are shuffled, cut into "mega-batches" of ``mega_batch_factor`` batches,
-sorted by length inside each mega-batch, then the batches are shuffled again. Batches therefore stay random across
-epochs while each holds texts of similar length.
+Evaluation batches are always sorted by length (least padding, order does not matter). Training batches are plain
+shuffles unless ``group_by_length``: then indices are shuffled, cut into "mega-batches" of ``mega_batch_factor``
+batches, sorted by length inside each mega-batch, and the batches are shuffled again, so batches stay random across
+epochs while each holds texts of similar length. That is off by default because on SmSA length predicts the label;
+:class:`hf_indosent.tokenization.MicroBatchCollator` cuts training padding without changing the batches.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ class EpochBatchSampler(Sampler[list[int]]):
     def _order(self) -> np.ndarray:
         n = len(self.lengths)
         if not self.shuffle:
-            # Evaluation: longest first, so the biggest batch (and any out-of-memory) shows up at once.
-            return np.argsort(-self.lengths, kind="stable") if self.group_by_length else np.arange(n)
+            # Evaluation: longest first (least padding; the biggest batch, and any out-of-memory, shows up at once).
+            return np.argsort(-self.lengths, kind="stable")
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(n)
         if not self.group_by_length:

@@ -16,6 +16,7 @@ import logging
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from hf_indosent.reporting import (
     write_log,
 )
 from hf_indosent.sampling import EpochBatchSampler
-from hf_indosent.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
+from hf_indosent.tokenization import LENGTH_COLUMN, MicroBatchCollator, build_collator, tokenize_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,11 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
 
     collator = build_collator(tokenizer, mixed_precision=accelerator.mixed_precision != "no")
     train_loader, train_sampler = make_loader(
-        tokenized["train"], args.per_device_train_batch_size, shuffle=True, args=args, collator=collator
+        tokenized["train"],
+        args.per_device_train_batch_size,
+        shuffle=True,
+        args=args,
+        collator=MicroBatchCollator(collator, args.micro_batches),
     )
     eval_splits = ["validation"]
     if "test" in tokenized and NO_LABEL not in dataset["test"]["label"]:
@@ -282,11 +287,14 @@ class EpochTally:
         self.references: list[torch.Tensor] = []
         self.started = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, preds: torch.Tensor, refs: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    def add(
+        self, loss: torch.Tensor, preds: torch.Tensor, refs: torch.Tensor, attention_masks: list[torch.Tensor]
+    ) -> None:
         self.loss += loss
         self.batches += 1
-        self.tokens += attention_mask.sum()
-        self.positions += attention_mask.numel()
+        for mask in attention_masks:
+            self.tokens += mask.sum()
+            self.positions += mask.numel()
         self.predictions.append(preds)
         self.references.append(refs)
         bad = (self.first_bad_step < 0) & ~torch.isfinite(loss)
@@ -325,6 +333,29 @@ class EpochTally:
         self.started = time.perf_counter()
 
 
+def forward_backward(
+    accelerator: Accelerator, model: torch.nn.Module, batch: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`).
+
+    Each part's mean loss is weighted by its share of the batch, so the summed gradients equal those of the whole
+    batch. Processes synchronise gradients only on the last part. Returns the batch's mean loss and its logits in
+    batch order (both detached).
+    """
+    parts = batch["micro_batches"]
+    size = len(batch["labels"])
+    loss = torch.zeros((), device=accelerator.device)
+    logits = []
+    for index, part in enumerate(parts):
+        with nullcontext() if index == len(parts) - 1 else accelerator.no_sync(model):
+            outputs = model(**part)
+            part_loss = outputs.loss * (len(part["labels"]) / size)
+            accelerator.backward(part_loss)
+        loss += part_loss.detach().float()
+        logits.append(outputs.logits.detach())
+    return loss, torch.cat(logits)[batch["restore"]]
+
+
 def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     """Train over the epoch's remaining batches; returns the epoch's loss, train metrics and throughput counts."""
     accelerator, model, optimizer, args = run.accelerator, run.model, run.optimizer, run.args
@@ -342,16 +373,14 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     )
     for batch in loader:
         with accelerator.accumulate(model):
-            outputs = model(**batch)
-            loss = outputs.loss
-            accelerator.backward(loss)
+            loss, logits = forward_backward(accelerator, model, batch)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()
-        step_loss = accelerator.gather(loss.detach().reshape(1)).mean()
-        preds, refs = accelerator.gather_for_metrics((outputs.logits.detach().argmax(-1), batch["labels"]))
-        tally.add(step_loss, preds, refs, batch["attention_mask"])
+        step_loss = accelerator.gather(loss.reshape(1)).mean()
+        preds, refs = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
+        tally.add(step_loss, preds, refs, [part["attention_mask"] for part in batch["micro_batches"]])
         state.step_in_epoch += 1
         state.train_samples += len(refs)
         progress.update(1)

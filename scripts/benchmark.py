@@ -172,6 +172,7 @@ def run_ours(
         "settings": {
             "mixed_precision": mixed_precision,
             "attn_implementation": model_args.attn_implementation,
+            "micro_batches": training_args.micro_batches,
             "group_by_length": training_args.group_by_length,
             "torch_compile": training_args.torch_compile,
             "per_device_eval_batch_size": training_args.per_device_eval_batch_size,

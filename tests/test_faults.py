@@ -132,7 +132,8 @@ def test_best_swap_interrupted_between_renames_is_recovered(tmp_path):
 def test_nan_loss_stops_with_the_step_and_keeps_best_and_checkpoint(
     tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir, monkeypatch
 ):
-    """A NaN loss at optimizer step 16 (epoch 2): clear error, best/ of epoch 1 intact, epoch-1 checkpoint resumable."""
+    """A NaN loss in the 2nd micro-batch of optimizer step 16 (epoch 2): clear error naming the step, best/ of epoch 1
+    intact, epoch-1 checkpoint resumable."""
     original = BertForSequenceClassification.forward
     calls = {"n": 0}
 
@@ -140,14 +141,14 @@ def test_nan_loss_stops_with_the_step_and_keeps_best_and_checkpoint(
         output = original(self, *args, **kwargs)
         if self.training:
             calls["n"] += 1
-            if calls["n"] == 16:
+            if calls["n"] == 15 * 4 + 2:  # 4 micro-batches per step
                 output.loss = output.loss * math.nan
         return output
 
     monkeypatch.setattr(BertForSequenceClassification, "forward", forward_with_nan)
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match=r"optimizer step 16 \(epoch 2\)"):
-        run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=3)
+        run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=3, micro_batches=4)
     best_weights = (run_dir / "best" / "model.safetensors").read_bytes()
     assert [p.name for p in list_checkpoints(run_dir)] == ["checkpoint-e0001-s000000012"]
     assert not (run_dir / "metrics.json").exists()

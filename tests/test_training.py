@@ -160,20 +160,42 @@ def test_tensorboard_tracker_writes_events(tiny_model_dir, tiny_smsa_dir, tmp_pa
 
 
 def test_log_reports_throughput_counts(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
-    """Real tokens and padding per epoch: length grouping must pad less than random batches on the same data."""
-    fractions = {}
-    for grouped in (True, False):
-        run_dir = tmp_path / f"grouped-{grouped}"
-        run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, group_by_length=grouped)
+    """Real tokens and padding per epoch: micro-batches and length grouping each pad less than whole random batches."""
+    fractions, tokens = {}, set()
+    for name, overrides in {
+        "whole": {"micro_batches": 1},
+        "micro": {"micro_batches": 4},
+        "grouped": {"micro_batches": 1, "group_by_length": True},
+    }.items():
+        run_dir = tmp_path / name
+        run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, **overrides)
         AcceleratorState._reset_state(reset_partial_state=True)
         train = log_lines(run_dir)[0]["train"]
         assert train["seconds"] > 0 and 0 <= train["padding_fraction"] < 1
-        fractions[grouped] = train["padding_fraction"]
-        tokens = train["tokens"]
+        fractions[name] = train["padding_fraction"]
+        tokens.add(train["tokens"])
     from hf_indosent.data import load_smsa
     from hf_indosent.modeling import load_tokenizer
 
     texts = load_smsa(data_dir=tiny_smsa_dir, cache_dir=cache_dir)["train"]["text"]
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    assert tokens == sum(len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=64)["input_ids"])
-    assert fractions[True] < fractions[False]
+    assert tokens == {sum(len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=64)["input_ids"])}
+    assert fractions["micro"] < fractions["whole"]
+    assert fractions["grouped"] < fractions["whole"]
+
+
+def test_micro_batches_train_like_whole_batches(no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir):
+    """Micro-batches change the padding, not the optimisation: same losses and metrics as whole batches."""
+    runs = {}
+    for micro_batches in (1, 4):
+        run_dir = tmp_path / f"micro-{micro_batches}"
+        run_train(no_dropout_model, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2, micro_batches=micro_batches)
+        AcceleratorState._reset_state(reset_partial_state=True)
+        runs[micro_batches] = comparable(run_dir)
+    whole, micro = runs[1]["history"], runs[4]["history"]
+    assert [e["train"]["padding_fraction"] for e in micro] < [e["train"]["padding_fraction"] for e in whole]
+    for a, b in zip(whole, micro, strict=True):
+        assert b["train"]["loss"] == pytest.approx(a["train"]["loss"], rel=1e-4)
+        assert b["validation"]["loss"] == pytest.approx(a["validation"]["loss"], rel=1e-4)
+        assert b["validation"]["f1"] == a["validation"]["f1"]
+        assert b["train"]["f1"] == a["train"]["f1"]
