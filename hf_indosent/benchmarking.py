@@ -22,7 +22,7 @@ import torch
 from transformers import AutoConfig, pipeline
 
 from hf_indosent.prediction import Predictor
-from hf_indosent.profiling import encoder_forward_flops
+from hf_indosent.profiling import encoder_forward_flops, usable_cpu_cores
 
 VERSIONED_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "evaluate", "tokenizers", "hf-indosent")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
@@ -65,7 +65,7 @@ def system_info() -> dict[str, Any]:
         "cpu": model,
         "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cpu_cores(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_average": load_average(),

@@ -5,6 +5,7 @@ Standard library and torch only, so the benchmark can measure any pipeline (ours
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -15,6 +16,11 @@ import torch
 
 TRAINING_FLOPS_MULTIPLIER = 3
 """Training FLOPs ≈ 3x forward: the backward pass costs about twice the forward (grads of inputs and weights)."""
+
+
+def usable_cpu_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's share), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class Timer:

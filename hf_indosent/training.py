@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import time
@@ -47,6 +48,7 @@ from hf_indosent.data import NO_LABEL, ChecksumError, DataFormatError, MissingLa
 from hf_indosent.hub import HubPushError, push_to_hub
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.modeling import load_model, load_tokenizer, resolve_model_path
+from hf_indosent.profiling import usable_cpu_cores
 from hf_indosent.reporting import (
     metrics_to_string,
     plot_confusion_matrix,
@@ -96,6 +98,22 @@ class Run:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Setup
+
+
+def warn_if_few_cpu_threads(accelerator: Accelerator) -> None:
+    """On CPU, `accelerate launch` sets OMP_NUM_THREADS=1 unless told otherwise: one core of a laptop would train."""
+    cores = usable_cpu_cores() // accelerator.num_processes
+    threads = torch.get_num_threads()
+    if accelerator.device.type == "cpu" and threads < cores and accelerator.is_local_main_process:
+        logger.warning(
+            "Training on the CPU with %d thread(s) per process although %d core(s) per process are free "
+            "(OMP_NUM_THREADS=%s). `accelerate launch` uses 1 thread unless told otherwise: add "
+            "--num_cpu_threads_per_process %d to the launch command (before the script) to use them all.",
+            threads,
+            cores,
+            os.environ.get("OMP_NUM_THREADS", "unset"),
+            cores,
+        )
 
 
 def prepare_output_dir(run_dir: Path, args: TrainingArguments, accelerator: Accelerator) -> None:
@@ -173,6 +191,7 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
             project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")
         ),
     )
+    warn_if_few_cpu_threads(accelerator)
     run_dir = Path(args.output_dir)
     prepare_output_dir(run_dir, args, accelerator)
     checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None

@@ -199,3 +199,17 @@ def test_micro_batches_train_like_whole_batches(no_dropout_model, tiny_smsa_dir,
         assert b["validation"]["loss"] == pytest.approx(a["validation"]["loss"], rel=1e-4)
         assert b["validation"]["f1"] == a["validation"]["f1"]
         assert b["train"]["f1"] == a["train"]["f1"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize(("cores", "warned"), [(4, True), (1, False)])
+def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, caplog, cores, warned):
+    """`accelerate launch` leaves a CPU run on one thread (OMP_NUM_THREADS=1) unless told otherwise."""
+    from accelerate import Accelerator
+
+    from hf_indosent import training
+
+    monkeypatch.setattr(training, "usable_cpu_cores", lambda: cores)
+    with caplog.at_level("WARNING", logger="hf_indosent.training"):
+        training.warn_if_few_cpu_threads(Accelerator(cpu=True))
+    assert ("--num_cpu_threads_per_process 4" in caplog.text) is warned
