@@ -12,7 +12,7 @@ import gc
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -96,54 +96,84 @@ def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -
     return 1 - sum(lengths) / positions
 
 
-def _inference_figures(
-    seconds: float, labels: list[str], lengths: Sequence[int], batches: Sequence[Sequence[int]], config: Any
-) -> dict[str, Any]:
-    flops = encoder_forward_flops(config, lengths, num_labels=config.num_labels)
-    return {
-        "seconds": seconds,
-        "texts_per_s": len(labels) / seconds,
-        "tokens_per_s": sum(lengths) / seconds,
-        "padding_fraction": padding_fraction(lengths, batches),
-        "flops": flops,
-        "flops_per_s": flops / seconds,
-        "labels": labels,
-    }
+@dataclass
+class InferencePath:
+    """One way to classify the benchmark texts: ``run(texts)`` returns the labels; the rest describes its batches."""
+
+    run: Callable[[list[str]], list[str]]
+    lengths: Sequence[int]
+    batches: Sequence[Sequence[int]]
+    config: Any
 
 
-def time_plain_pipeline(
-    model_dir: str | Path, texts: list[str], *, batch_size: int = 32, max_length: int, warmup: int = 8
-) -> dict[str, Any]:
+def plain_pipeline_path(
+    model_dir: str | Path, texts: list[str], *, batch_size: int = 32, max_length: int
+) -> InferencePath:
     """``pipeline("text-classification")`` called plainly on the list with ``batch_size``: the reference path.
 
     ``truncation``/``max_length`` only keep over-long texts from crashing; they change nothing for shorter ones.
     """
     pipe = pipeline("text-classification", model=str(model_dir), device="cpu", truncation=True, max_length=max_length)
-    pipe(texts[:warmup], batch_size=batch_size)  # first-call costs (kernel selection) are not throughput
-    start = time.perf_counter()
-    outputs = pipe(texts, batch_size=batch_size)
-    seconds = time.perf_counter() - start
     lengths = pipe.tokenizer(texts, truncation=True, max_length=max_length, return_length=True)["length"]
     batches = [range(i, min(i + batch_size, len(texts))) for i in range(0, len(texts), batch_size)]
-    return _inference_figures(seconds, [output["label"] for output in outputs], lengths, batches, pipe.model.config)
+    return InferencePath(
+        run=lambda items: [output["label"] for output in pipe(items, batch_size=batch_size)],
+        lengths=lengths,
+        batches=batches,
+        config=pipe.model.config,
+    )
 
 
-def time_predict(model_dir: str | Path, texts: list[str], *, max_length: int, warmup: int = 8) -> dict[str, Any]:
+def predict_path(model_dir: str | Path, texts: list[str], *, max_length: int) -> InferencePath:
     """Our path: a loaded :class:`Predictor` (length-sorted, token-budget batches, input order restored)."""
     predictor = Predictor(model_dir, device="cpu", max_length=max_length)
-    predictor(texts[:warmup])
-    start = time.perf_counter()
-    results = predictor(texts)
-    seconds = time.perf_counter() - start
     lengths = predictor.pipe.tokenizer(texts, truncation=True, max_length=predictor.max_length, return_length=True)[
         "length"
     ]
-    batches = []  # the batches predict() formed: chunk by chunk, as Predictor.stream reads its input
+    batches = []  # the batches predict() forms: chunk by chunk, as Predictor.stream reads its input
     for start in range(0, len(texts), predictor.chunk_size):
         chunk = lengths[start : start + predictor.chunk_size]
         batches += [[start + index for index in batch] for batch in predictor._batches(chunk)]
-    config = AutoConfig.from_pretrained(str(model_dir))
-    return _inference_figures(seconds, [result["label"] for result in results], lengths, batches, config)
+    return InferencePath(
+        run=lambda items: [result["label"] for result in predictor(items)],
+        lengths=lengths,
+        batches=batches,
+        config=AutoConfig.from_pretrained(str(model_dir)),
+    )
+
+
+def time_inference(
+    paths: dict[str, InferencePath], texts: list[str], *, repeats: int = 3, warmup: int = 8
+) -> dict[str, dict[str, Any]]:
+    """Time every path ``repeats`` times, taking turns, and keep each one's fastest pass.
+
+    Taking turns spreads slow spells of a shared machine over both paths; the fastest pass is the least disturbed
+    (as ``timeit`` reports). Every pass is listed under ``all_seconds``. Labels come from the last pass.
+    """
+    for path in paths.values():
+        path.run(texts[:warmup])  # first-call costs (kernel selection) are not throughput
+    seconds: dict[str, list[float]] = {name: [] for name in paths}
+    labels: dict[str, list[str]] = {}
+    for _ in range(repeats):
+        for name, path in paths.items():
+            start = time.perf_counter()
+            labels[name] = path.run(texts)
+            seconds[name].append(time.perf_counter() - start)
+    figures = {}
+    for name, path in paths.items():
+        best = min(seconds[name])
+        flops = encoder_forward_flops(path.config, path.lengths, num_labels=path.config.num_labels)
+        figures[name] = {
+            "seconds": best,
+            "all_seconds": seconds[name],
+            "texts_per_s": len(texts) / best,
+            "tokens_per_s": sum(path.lengths) / best,
+            "padding_fraction": padding_fraction(path.lengths, path.batches),
+            "flops": flops,
+            "flops_per_s": flops / best,
+            "labels": labels[name],
+        }
+    return figures
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ def test_benchmark_writes_every_figure_with_ratios(benchmark, tiny_model_dir, ti
         *("--model", str(tiny_model_dir), "--data_dir", str(tiny_smsa_dir)),
         *("--max_train_samples", "40", "--max_eval_samples", "30", "--batch_size", "8", "--epochs", "2"),
         *("--lr", "1e-3", "--max_seq_len", "64", "--matmul_size", "64", "--inference_batch_size", "4"),
+        *("--inference_repeats", "2"),
         *("--work_dir", str(tmp_path / "work"), "--output", str(output)),
     ]
     assert benchmark.main(argv) == 0
@@ -43,6 +44,9 @@ def test_benchmark_writes_every_figure_with_ratios(benchmark, tiny_model_dir, ti
     assert report["baseline"]["n_train"] == report["ours"]["n_train"] == 40
     assert len(report["baseline"]["val_f1"]) == len(report["ours"]["val_f1"]) == 2
     assert report["inference"]["n_texts"] == 30
+    for path in ("plain_pipeline", "predict"):  # the fastest of 2 timed passes counts
+        figures = report["inference"][path]
+        assert len(figures["all_seconds"]) == 2 and figures["seconds"] == min(figures["all_seconds"])
 
     rows = {row["figure"]: row for row in report["comparison"]}
     assert len(rows) == 10
