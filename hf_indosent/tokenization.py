@@ -49,9 +49,9 @@ class MicroBatchCollator:
 
     The batch is sorted by length and cut into nearly equal parts. The training loop runs the parts one after another
     and adds up their gradients before the single optimizer step, so the optimizer sees exactly the shuffled batch (as
-    in the tutorial) while far fewer padded positions are computed. Sorting the whole data set by length instead
-    would also cut padding, but on SmSA length predicts the label (neutral texts are short) and such batches train
-    worse.
+    in the tutorial) while far fewer padded positions are computed. Building the batches themselves from texts of
+    similar length (``group_by_length``) cuts padding further, but on SmSA length predicts the label (neutral texts
+    are short) and such batches train worse.
 
     Returns ``{"micro_batches": [padded parts], "labels": labels in batch order, "restore": index}``:
     ``torch.cat(part outputs)[restore]`` puts per-example outputs back into batch order.
