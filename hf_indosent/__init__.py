@@ -1,18 +1,24 @@
 """hf_indosent: Indonesian sentiment (IndoNLU SmSA) trained, shared and served the Hugging Face way."""
 
+import importlib
 from typing import Any
 
-from hf_indosent.data import LABEL_NAMES, DataFormatError, MissingLabelsError, load_smsa
-
 __version__ = "0.1.0"
+
+# Public names, imported on first use: `datasets`, torch and transformers take seconds to import, and the command
+# line parses its arguments (and answers --help) before it needs any of them.
+_LAZY = {
+    "LABEL_NAMES": "hf_indosent.data",
+    "DataFormatError": "hf_indosent.data",
+    "MissingLabelsError": "hf_indosent.data",
+    "load_smsa": "hf_indosent.data",
+    "predict": "hf_indosent.prediction",
+}
 
 __all__ = ["LABEL_NAMES", "DataFormatError", "MissingLabelsError", "__version__", "load_smsa", "predict"]
 
 
 def __getattr__(name: str) -> Any:
-    """``predict`` is imported on first use: it pulls in torch and transformers, which plain data work does not need."""
-    if name == "predict":
-        from hf_indosent.prediction import predict
-
-        return predict
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'hf_indosent' has no attribute {name!r}")

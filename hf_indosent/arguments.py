@@ -1,7 +1,8 @@
-"""Arguments as dataclasses (model, data, training), loadable from a YAML recipe and overridable on the command line.
+"""Every command's arguments as dataclasses, loadable from a YAML recipe and overridable on the command line.
 
 Every value is checked in ``__post_init__`` so a bad recipe fails before any model or data is loaded, with a message
-that names the value and the fix.
+that names the value and the fix. This module stays light (no torch, transformers models or datasets at import), so
+``--help`` and usage errors answer at once.
 """
 
 from __future__ import annotations
@@ -9,19 +10,27 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import yaml
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import HfArgumentParser
-
-from hf_indosent.modeling import DEFAULT_MODEL
 
 T = TypeVar("T")
 
+DEFAULT_MODEL = "indobenchmark/indobert-base-p1"
 METRIC_CHOICES = ("accuracy", "f1", "precision", "recall")
+OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl"}
+# Padded tokens per batch by default: on CPU, larger matrices stop paying off around here; GPUs want much more.
+CPU_BATCH_TOKENS = 4096
+GPU_BATCH_TOKENS = 32768
+SPLIT_CHOICES = ("validation", "test")
 
 
 class ArgumentError(ValueError):
@@ -226,23 +235,263 @@ class TrainingArguments:
             )
 
 
+def check_batching(batch_size: int, max_batch_tokens: int | None, chunk_size: int) -> None:
+    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens), ("chunk_size", chunk_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name}={value} must be a positive number (texts, or tokens for max_batch_tokens)")
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse anything but ``owner/name`` before any network call."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        repo_id_ok = False
+    else:
+        repo_id_ok = repo_id.count("/") == 1
+    if not repo_id_ok:
+        raise ValueError(
+            f"repo id {repo_id!r} is not a Hub model id: use OWNER/NAME (your user or organisation name, a slash, "
+            "then letters, digits, '-', '_' or '.'), e.g. your-user/indobert-smsa"
+        )
+
+
+@dataclass
+class InferenceArguments:
+    """Which model to load and how to batch: shared by ``predict`` and ``evaluate``."""
+
+    model: str = field(
+        metadata={"help": "Fine-tuned model: a run folder (its best/ is used), a model folder, or a Hub id."}
+    )
+    batch_size: int = field(default=256, metadata={"help": "At most this many texts per forward pass."})
+    max_batch_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": f"At most this many padded tokens per forward pass (default: {CPU_BATCH_TOKENS} on CPU, "
+            f"{GPU_BATCH_TOKENS} on GPU)."
+        },
+    )
+    chunk_size: int = field(
+        default=2048, metadata={"help": "Texts read, sorted by length and predicted at a time (bounds memory)."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Truncate texts to this many tokens (default: the model's limit)."}
+    )
+    device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda' or 'cuda:N' (default: GPU if any)."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision when --model is a Hub id."})
+
+    def __post_init__(self) -> None:
+        check_batching(self.batch_size, self.max_batch_tokens, self.chunk_size)
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"--max_length {self.max_length} must be at least 2 tokens, or unset (the model's limit)")
+
+
+@dataclass
+class PredictArguments:
+    texts: list[str] | None = field(default=None, metadata={"help": "Texts to classify (otherwise --file or stdin)."})
+    file: str | None = field(
+        default=None, metadata={"help": "Input file: one text per line, or a TSV/CSV with a header (--text_column)."}
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Read --file as TSV (.csv: CSV) with a header and classify this column."}
+    )
+    output: str | None = field(
+        default=None, metadata={"help": "Output file, .csv or .jsonl (default: JSON Lines on stdout)."}
+    )
+    format: str | None = field(
+        default=None, metadata={"help": "Output format 'csv' or 'jsonl' (default: by --output extension)."}
+    )
+    submission: str | None = field(
+        default=None,
+        metadata={
+            "help": "Predict the SmSA test split and write the IndoNLU CodaLab file here (e.g. pred.txt), plus the "
+            "zip to upload next to it (pred.zip)."
+        },
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "With --submission: folder with the SmSA files (default: the pinned upstream files)."},
+    )
+    dataset_cache_dir: str | None = field(
+        default=None, metadata={"help": "With --submission: the `datasets` Arrow cache (default: HF_DATASETS_CACHE)."}
+    )
+
+    def __post_init__(self) -> None:
+        sources = [name for name in ("texts", "file", "submission") if getattr(self, name) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"{' and '.join('--' + name for name in sources)} were both given: choose one input")
+        if self.file is not None and not Path(self.file).is_file():
+            raise ValueError(f"--file {self.file!r} does not exist: check the path")
+        if self.text_column is not None and self.file is None:
+            raise ValueError("--text_column needs --file (a TSV or CSV with a header row)")
+        if self.submission is not None:
+            if self.output is not None or self.format is not None:
+                raise ValueError("--submission writes its own format: drop --output/--format")
+            if Path(self.submission).suffix.lower() == ".zip":
+                raise ValueError(
+                    f"--submission {self.submission!r}: name the prediction file (pred.txt); the zip is made next to it"
+                )
+        elif self.data_dir is not None:
+            raise ValueError("--data_dir is only used with --submission (to find the SmSA test split)")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
+        if self.format is not None and self.format not in OUTPUT_FORMATS.values():
+            raise ValueError(f"--format {self.format!r} is unknown: use 'csv' or 'jsonl'")
+        if self.format is None and self.output is not None and Path(self.output).suffix.lower() not in OUTPUT_FORMATS:
+            raise ValueError(
+                f"--output {self.output!r}: cannot tell the format; end it in .csv or .jsonl, or pass --format"
+            )
+
+    @property
+    def output_format(self) -> str:
+        if self.format is not None:
+            return self.format
+        return OUTPUT_FORMATS[Path(self.output).suffix.lower()] if self.output is not None else "jsonl"
+
+
+@dataclass
+class EvaluateArguments:
+    split: str = field(default="validation", metadata={"help": "SmSA split to score: 'validation' or 'test'."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder with the SmSA files (default: the pinned upstream files, labelled test included)."},
+    )
+    file: str | None = field(
+        default=None, metadata={"help": "Score your own labelled file (.tsv or .csv) instead of an SmSA split."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Text column of --file."})
+    label_column: str = field(default="label", metadata={"help": "Label column of --file (the model's label names)."})
+    header: bool = field(default=True, metadata={"help": "Whether --file starts with a header row."})
+    output_dir: str = field(
+        default="evaluation", metadata={"help": "Where <name>_results.json and <name>_confusion_matrix.png go."}
+    )
+    dataset_cache_dir: str | None = field(
+        default=None, metadata={"help": "Where `datasets` keeps its Arrow cache (default: HF_DATASETS_CACHE)."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLIT_CHOICES:
+            raise ValueError(f"--split {self.split!r} is unknown: use one of {list(SPLIT_CHOICES)}")
+        if self.file is not None and self.data_dir is not None:
+            raise ValueError("--file and --data_dir were both given: score either your file or an SmSA split")
+        if self.file is not None and not Path(self.file).is_file():
+            raise ValueError(f"--file {self.file!r} does not exist: check the path")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
+
+    @property
+    def name(self) -> str:
+        """Prefix of the output files: the split, or the file's stem."""
+        return Path(self.file).stem if self.file is not None else self.split
+
+
+@dataclass
+class PushArguments:
+    model: str = field(metadata={"help": "Model folder saved by training (OUTPUT_DIR/best) or the run folder."})
+    repo_id: str = field(metadata={"help": "Hub repository OWNER/NAME; created if missing."})
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+    run_dir: str | None = field(
+        default=None, metadata={"help": "Folder with metrics.json and args.json (default: the model folder's parent)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not Path(self.model).is_dir():
+            raise ValueError(f"--model {self.model!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
+        if self.run_dir is not None and not Path(self.run_dir).is_dir():
+            raise ValueError(f"--run_dir {self.run_dir!r} is not a folder: pass the training OUTPUT_DIR")
+        check_repo_id(self.repo_id)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Recipes and the command line
+
+
+class RecipeError(ArgumentError):
+    """A YAML recipe that cannot be used: the message names the file, the key and what was expected."""
+
+
 def _recipe(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
-        raise ValueError(f"recipe {path!r} not found: pass --config configs/<recipe>.yaml")
-    with open(path, encoding="utf-8") as handle:
-        content = yaml.safe_load(handle) or {}
+        raise RecipeError(f"recipe {path!r} not found: pass --config configs/<recipe>.yaml")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise RecipeError(f"recipe {path!r} is not valid YAML{where} ({problem}): fix the syntax") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe {path!r} is not UTF-8 text: save it as UTF-8") from None
+    content = {} if content is None else content
     if not isinstance(content, dict):
-        raise ValueError(f"recipe {path!r} must be a YAML mapping of argument: value")
+        raise RecipeError(f"recipe {path!r} must be a YAML mapping of `argument: value` lines")
     return content
 
 
-def parse_args(types: Sequence[type[T]], argv: Sequence[str] | None = None, prog: str | None = None) -> tuple:
+def _type_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, str(kind))
+
+
+def _coerce(path: str, key: str, value: Any, annotation: Any) -> Any:
+    """``value`` from the recipe as the field's type; a RecipeError naming file, key and expected type otherwise."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise RecipeError(f"recipe {path!r}: {key} is empty; give it a value or remove the line")
+    kind = next(option for option in options if option is not type(None))
+    if typing.get_origin(kind) is list:
+        if not isinstance(value, list) or any(isinstance(item, (dict, list)) for item in value):
+            raise RecipeError(f"recipe {path!r}: {key}: {value!r} is not a list of values, e.g. [a, b, c]")
+        return [str(item) for item in value]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 3e-6 (no dot) as a string
+            except ValueError:
+                pass
+    elif kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise RecipeError(f"recipe {path!r}: {key}: {value!r} is not {_type_name(kind)}; fix the value in the recipe")
+
+
+def _typed_recipe(path: str, dataclass_types: Sequence[type]) -> dict[str, Any]:
+    recipe = _recipe(path)
+    hints = {name: hint for t in dataclass_types for name, hint in typing.get_type_hints(t).items()}
+    known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise RecipeError(f"recipe {path!r} has unknown keys {unknown}; see --help for valid names")
+    return {key: _coerce(path, key, value, hints[key]) for key, value in recipe.items()}
+
+
+class _Parser(HfArgumentParser):
+    """Usage errors as one line (the full usage of `train` is long): ``prog: error: ... (see --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_args(types_: Sequence[type[T]], argv: Sequence[str] | None = None, prog: str | None = None) -> tuple:
     """Parse ``--config recipe.yaml`` (optional) then command-line overrides into one instance of each dataclass.
 
-    Unknown recipe keys and invalid values exit with a one-line error (argparse style, exit code 2).
+    Unknown recipe keys, values of the wrong type and invalid values exit with a one-line error (exit code 2).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(types, prog=prog)
+    parser = _Parser(types_, prog=prog)
     parser.add_argument("--config", default=None, help="YAML recipe; command-line options override its values.")
     config_path = None
     if "--config" in argv:
@@ -252,15 +501,10 @@ def parse_args(types: Sequence[type[T]], argv: Sequence[str] | None = None, prog
         config_path = argv[index + 1]
     try:
         if config_path is not None:
-            recipe = _recipe(config_path)
-            known = {f.name for t in types for f in dataclasses.fields(t)}
-            unknown = sorted(set(recipe) - known)
-            if unknown:
-                raise ValueError(f"recipe {config_path!r} has unknown keys {unknown}; see --help for valid names")
-            parser.set_defaults(**recipe)
+            parser.set_defaults(**_typed_recipe(config_path, types_))
         *instances, _namespace_rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except ValueError as err:
-        parser.error(str(err))
+        parser.error(" ".join(str(err).split()))
     if _namespace_rest:
         parser.error(f"unrecognized arguments: {' '.join(_namespace_rest)}")
     return tuple(instance for instance in instances if dataclasses.is_dataclass(instance))

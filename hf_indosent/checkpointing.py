@@ -9,12 +9,17 @@ the previous checkpoint. The best model is swapped in the same way.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import socket
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,70 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "train_state.json"
+LOCK_FILE = ".lock"
 _NAME = re.compile(r"^checkpoint-e(\d+)-s(\d+)$")
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training into the same output_dir."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two trainings never write into it together.
+
+    ``flock`` on ``output_dir/.lock``: the kernel drops it when its process dies, however it dies, so a stale lock
+    (its process gone) is simply taken over. The file names the holder (pid, host, start time) for the refusal.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace")
+            os.close(fd)
+            try:
+                info = json.loads(holder)
+                who = f"process {info['pid']} on {info['host']}, started {info['started']}"
+            except (ValueError, KeyError, TypeError):
+                who = "another process"
+            raise RunLockedError(
+                f"output_dir {str(self.path.parent)!r} is in use by another training run ({who}): wait for it to "
+                "finish or stop it, or choose another --output_dir"
+            ) from None
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock; the file stays, so no other process holds a stale inode
+            self.fd = None
+
+
+@contextlib.contextmanager
+def removed_on_error(folder: Path) -> Iterator[None]:
+    """Delete a staging ``folder`` if writing it fails (disk full, permissions): never leave half a copy behind."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def make_readable(folder: Path) -> None:
+    """Give written files the usual mode (0644 under the umask): some writers create them 0600 via temp files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 @dataclass
@@ -171,20 +239,31 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
+    with removed_on_error(staging):
+        accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            make_readable(staging)
+            # Written last, with every file's size: marks the checkpoint complete and lets damage be detected later.
+            record = {"state": state.to_dict(), "files": _file_sizes(staging)}
+            write_atomic(staging / STATE_FILE, json.dumps(record, indent=2))
     if accelerator.is_main_process:
-        # Written last, with every file's size: marks the checkpoint complete and lets damage be detected later.
-        record = {"state": state.to_dict(), "files": _file_sizes(staging)}
-        write_atomic(staging / STATE_FILE, json.dumps(record, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
         _fsync_dir(root)
-        for stale in list_checkpoints(run_dir)[:-keep]:
-            shutil.rmtree(stale)
+        # One checkpoint per optimizer step: an epoch-end checkpoint supersedes a mid-epoch one of the same step.
+        found = list_checkpoints(run_dir)
+        same_step = [path for path in found if path != final and _step(path) == state.global_step]
+        others = [path for path in found if path not in same_step]
+        for stale in same_step + others[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _step(folder: Path) -> int:
+    return int(_NAME.match(folder.name).group(2))
 
 
 def resolve_checkpoint(run_dir: Path, requested: str) -> Path:

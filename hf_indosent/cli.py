@@ -1,22 +1,160 @@
-"""`hf-indosent` command line: one subcommand per job, each owned by its module (imported only when used)."""
+"""`hf-indosent` command line: one runner for every subcommand.
+
+Arguments are parsed first, from the light :mod:`hf_indosent.arguments` (``--help`` and usage errors answer in about a
+second); only then is the job's module (torch, transformers, datasets) imported and run. Every known failure becomes
+one line on stderr and an exit code: 1 for an error the user can fix, 2 for a usage error, 130 for Ctrl-C, 143 for
+SIGTERM. ``--debug`` (or ``HF_INDOSENT_DEBUG=1``) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
+import signal
 import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-# subcommand -> (module, one-line help). Each module exposes `cli_main(argv: list[str]) -> int | None`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("hf_indosent.training", "fine-tune a model on SmSA (or your data) with Accelerate"),
-    "predict": ("hf_indosent.prediction", "label texts (arguments, stdin or a file) or write the IndoNLU submission"),
-    "evaluate": ("hf_indosent.evaluation", "metrics, per-class report and confusion matrix on a labelled split"),
-    "push": ("hf_indosent.hub", "upload a trained model with a generated model card to the Hugging Face Hub"),
+DEBUG_ENV = "HF_INDOSENT_DEBUG"
+
+
+class Command(NamedTuple):
+    arguments: tuple[str, ...]  # dataclass names in hf_indosent.arguments, parsed in this order
+    run: str  # "module:function", called with the parsed dataclasses
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(
+        ("ModelArguments", "DataArguments", "TrainingArguments"),
+        "hf_indosent.training:cli_run",
+        "fine-tune a model on SmSA (or your data) with Accelerate",
+    ),
+    "predict": Command(
+        ("InferenceArguments", "PredictArguments"),
+        "hf_indosent.prediction:cli_run",
+        "label texts (arguments, stdin or a file) or write the IndoNLU submission",
+    ),
+    "evaluate": Command(
+        ("InferenceArguments", "EvaluateArguments"),
+        "hf_indosent.evaluation:cli_run",
+        "metrics, per-class report and confusion matrix on a labelled split",
+    ),
+    "push": Command(
+        ("PushArguments",),
+        "hf_indosent.hub:cli_run",
+        "upload a trained model with a generated model card to the Hugging Face Hub",
+    ),
 }
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; work is saved where the message says. Exit code 128 + signal number."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        name = signal.Signals(signum).name
+        super().__init__(message or f"interrupted ({name}); nothing was written after that point")
+        self.signum = signum
+
+
+def raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+# errno -> what to do about it; the path comes from the error itself
+OS_FIXES = {
+    errno.ENOSPC: "no space left on the device: free some space or write somewhere else (e.g. another --output_dir)",
+    errno.EDQUOT: "disk quota exceeded: free some space or write somewhere else",
+    errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its permissions",
+    errno.EROFS: "read-only file system: choose a writable folder",
+    errno.ENOENT: "no such file or folder: check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "this is a folder, a file was expected: check the path",
+}
+
+
+def describe(err: BaseException) -> str:
+    """One line for a known error: OS errors name the path and the fix, others keep their own message."""
+    if isinstance(err, OSError) and err.errno in OS_FIXES:
+        path = err.filename if err.filename is not None else "(unknown path)"
+        return f"{path}: {OS_FIXES[err.errno]}"
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, ImportError) and not isinstance(err, ModuleNotFoundError):
+        return text
+    if isinstance(err, ModuleNotFoundError):
+        return f'{text}: install the missing package (see README: pip install -e ".[...]" extras)'
+    return text
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix (bad value, file, network, disk), as opposed to bugs (traceback)."""
+    known: list[type[BaseException]] = [ValueError, OSError, ImportError]
+    for module, names in (
+        ("hf_indosent.data", ("ChecksumError", "DownloadError")),
+        ("hf_indosent.hub", ("HubPushError",)),
+        ("hf_indosent.training", ("NonFiniteLossError", "RunLockedError")),
+    ):
+        loaded = sys.modules.get(module)  # only modules the command imported can have raised their errors
+        known += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]
+    return tuple(known)
+
+
+def _rank_prefix() -> str:
+    rank = os.environ.get("RANK", "0")
+    return "" if rank == "0" else f"[rank {rank}] "
+
+
+def run_command(prog: str, body: Callable[[], int | None], debug: bool = False) -> int:
+    """Run ``body`` and turn known failures into one line on stderr and an exit code (see module docstring)."""
+    debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    previous = None
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        previous = signal.signal(signal.SIGTERM, raise_interrupted)
+    try:
+        return int(body() or 0)
+    except Interrupted as stop:
+        if debug:
+            raise
+        print(f"{_rank_prefix()}{prog}: {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{_rank_prefix()}{prog}: interrupted (Ctrl-C); nothing was written after that point", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if debug or not isinstance(err, known_errors()):
+            raise
+        print(f"{_rank_prefix()}{prog}: error: {describe(err)} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def dispatch(name: str, argv: list[str]) -> int:
+    """Parse ``argv`` for command ``name``, then import and run the job (inside :func:`run_command`)."""
+    command = COMMANDS[name]
+    prog = f"hf-indosent {name}"
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+
+    def body() -> int | None:
+        from hf_indosent import arguments
+
+        parsed = arguments.parse_args([getattr(arguments, cls) for cls in command.arguments], argv, prog=prog)
+        module_name, function = command.run.split(":")
+        return getattr(importlib.import_module(module_name), function)(*parsed)
+
+    return run_command(prog, body, debug)
 
 
 def usage() -> str:
     lines = ["usage: hf-indosent <command> [options]   (hf-indosent <command> --help for details)", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name:<10} {command.help}" for name, command in COMMANDS.items()]
+    lines += ["", f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error."]
     return "\n".join(lines)
 
 
@@ -25,12 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(usage())
         return 0
-    command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"hf-indosent: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+    if argv[0] not in COMMANDS:
+        print(f"hf-indosent: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.cli_main(rest) or 0)
+    return dispatch(argv[0], argv[1:])
 
 
 if __name__ == "__main__":

@@ -72,6 +72,10 @@ class ChecksumError(RuntimeError):
     """A downloaded file whose sha256 differs from the pinned value."""
 
 
+class DownloadError(RuntimeError):
+    """The pinned upstream files could not be downloaded (no network, offline mode, server error)."""
+
+
 class MissingLabelsError(ValueError):
     """A split without labels (e.g. the masked SmSA test set) was used where labels are required."""
 
@@ -200,7 +204,9 @@ def read_examples(source: SplitSource, label_names: Sequence[str] = LABEL_NAMES)
         width = len(header)
 
     layout = "the header's columns" if source.header else "text<TAB>label"
+    count = 0
     for number, fields in rows:
+        count += 1
         if len(fields) != width:
             if len(fields) > width and source.delimiter == "\t":
                 fix = "TSV has no quoting, so a text cannot contain a tab: remove it (or use a quoted CSV file)"
@@ -224,6 +230,8 @@ def read_examples(source: SplitSource, label_names: Sequence[str] = LABEL_NAMES)
             hint = " (this looks like a header row; SmSA files have none)" if number == 1 else ""
             raise DataFormatError(path, number, f"unknown label {label!r}{hint}", _label_fix(label, label_names))
         yield number, value, label_to_id[label]
+    if count == 0:  # a header and nothing else: `datasets` would only say the split "corresponds to no data"
+        raise DataFormatError(path, None, "has a header row but no examples", "Add at least one row below the header")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -261,7 +269,15 @@ class Smsa(datasets.GeneratorBasedBuilder):
                 split: UPSTREAM_URL.format(commit=UPSTREAM_COMMIT, filename=name)
                 for split, name in UPSTREAM_FILES.items()
             }
-            paths = dl_manager.download(urls)
+            try:
+                paths = dl_manager.download(urls)
+            except (OSError, ConnectionError) as err:  # offline mode, DNS, refused, HTTP 404: all say "no files"
+                folder = UPSTREAM_URL.format(commit=UPSTREAM_COMMIT, filename="")
+                raise DownloadError(
+                    f"cannot download the SmSA files from {folder} ({type(err).__name__}); no network? Pass "
+                    f"--data_dir (data_dir=) with a folder holding {', '.join(UPSTREAM_FILES.values())} "
+                    "(e.g. ../shared/smsa), downloaded from that address"
+                ) from None
             for split, name in UPSTREAM_FILES.items():
                 verify_sha256(paths[split], SHA256[name], source=urls[split])
             sources = {split: SplitSource(path=str(paths[split])) for split in UPSTREAM_FILES}
@@ -379,7 +395,7 @@ def load_smsa(
     try:
         builder.download_and_prepare()
     except datasets.exceptions.DatasetGenerationError as err:
-        if isinstance(err.__cause__, DataFormatError):
+        if isinstance(err.__cause__, (DataFormatError, DownloadError)):
             raise err.__cause__ from None  # the user needs our file/line message, not the wrapper
         raise
     return builder.as_dataset()

@@ -8,59 +8,19 @@ exactly what users get. Metrics come from our ``evaluate`` module (:mod:`hf_indo
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from hf_indosent.arguments import parse_args
+from hf_indosent.arguments import EvaluateArguments, InferenceArguments
 from hf_indosent.data import load_smsa, require_labels
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
-from hf_indosent.prediction import InferenceArguments, Predictor
+from hf_indosent.prediction import Predictor
 from hf_indosent.reporting import plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
-
-SPLIT_CHOICES = ("validation", "test")
-
-
-@dataclass
-class EvaluateArguments:
-    split: str = field(default="validation", metadata={"help": "SmSA split to score: 'validation' or 'test'."})
-    data_dir: str | None = field(
-        default=None,
-        metadata={"help": "Folder with the SmSA files (default: the pinned upstream files, labelled test included)."},
-    )
-    file: str | None = field(
-        default=None, metadata={"help": "Score your own labelled file (.tsv or .csv) instead of an SmSA split."}
-    )
-    text_column: str = field(default="text", metadata={"help": "Text column of --file."})
-    label_column: str = field(default="label", metadata={"help": "Label column of --file (the model's label names)."})
-    header: bool = field(default=True, metadata={"help": "Whether --file starts with a header row."})
-    output_dir: str = field(
-        default="evaluation", metadata={"help": "Where <name>_results.json and <name>_confusion_matrix.png go."}
-    )
-    dataset_cache_dir: str | None = field(
-        default=None, metadata={"help": "Where `datasets` keeps its Arrow cache (default: HF_DATASETS_CACHE)."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.split not in SPLIT_CHOICES:
-            raise ValueError(f"--split {self.split!r} is unknown: use one of {list(SPLIT_CHOICES)}")
-        if self.file is not None and self.data_dir is not None:
-            raise ValueError("--file and --data_dir were both given: score either your file or an SmSA split")
-        if self.file is not None and not Path(self.file).is_file():
-            raise ValueError(f"--file {self.file!r} does not exist: check the path")
-        if self.data_dir is not None and not Path(self.data_dir).is_dir():
-            raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
-
-    @property
-    def name(self) -> str:
-        """Prefix of the output files: the split, or the file's stem."""
-        return Path(self.file).stem if self.file is not None else self.split
 
 
 def load_labelled(args: EvaluateArguments, label_names: Sequence[str]) -> datasets.Dataset:
@@ -102,7 +62,7 @@ def evaluate_dataset(predictor: Predictor, dataset: datasets.Dataset) -> dict[st
 
 def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> dict[str, Any]:
     """Run ``hf-indosent evaluate``: write ``<name>_results.json`` and ``<name>_confusion_matrix.png``."""
-    predictor = inference.load()
+    predictor = Predictor.from_arguments(inference)
     dataset = load_labelled(args, predictor.label_names)
     report = {"model": inference.model, "data": args.file or args.split, **evaluate_dataset(predictor, dataset)}
     output_dir = Path(args.output_dir)
@@ -119,12 +79,8 @@ def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> di
     return report
 
 
-def cli_main(argv: list[str]) -> int:
-    inference, args = parse_args([InferenceArguments, EvaluateArguments], argv, prog="hf-indosent evaluate")
+def cli_run(inference: InferenceArguments, args: EvaluateArguments) -> int:
+    """``hf-indosent evaluate`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run_evaluation(inference, args)
-    except (ValueError, OSError) as err:  # MissingLabelsError and DataFormatError are ValueErrors
-        print(f"hf-indosent evaluate: error: {err}", file=sys.stderr)
-        return 1
+    run_evaluation(inference, args)
     return 0

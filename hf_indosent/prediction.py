@@ -19,28 +19,30 @@ import logging
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import torch
-from transformers import AutoConfig, pipeline
+from transformers import pipeline
 
-from hf_indosent.arguments import parse_args
+from hf_indosent.arguments import (
+    CPU_BATCH_TOKENS,
+    GPU_BATCH_TOKENS,
+    InferenceArguments,
+    PredictArguments,
+    check_batching,
+)
 from hf_indosent.data import LABEL_NAMES, DataFormatError, load_smsa
-from hf_indosent.modeling import max_positions
+from hf_indosent.modeling import label_names_of, max_positions, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl"}
 SUBMISSION_MEMBER = "pred.txt"
 """File name the IndoNLU CodaLab portal expects inside the submission zip."""
 
 # Tokenizers without a declared limit report a huge sentinel (int(1e30)) as model_max_length.
 _NO_LIMIT = 1_000_000
-# Padded tokens per batch by default: on CPU, larger matrices stop paying off around here; GPUs want much more.
-CPU_BATCH_TOKENS = 4096
-GPU_BATCH_TOKENS = 32768
 
 
 @dataclass(frozen=True)
@@ -48,27 +50,6 @@ class BadInput:
     """An input row that cannot be classified (e.g. a line that is not UTF-8); its output row carries ``reason``."""
 
     reason: str
-
-
-def best_model_path(model: str | Path) -> str:
-    """A run folder (``OUTPUT_DIR``) stands for its ``best/`` model; anything else is used as is (folder or Hub id)."""
-    folder = Path(model)
-    if folder.is_dir() and not (folder / "config.json").is_file() and (folder / "best" / "config.json").is_file():
-        return str(folder / "best")
-    return str(model)
-
-
-def label_names_of(model: str, revision: str | None = None) -> list[str]:
-    """The model's label names in id order; refuse generic ``LABEL_0`` names, which mean the head was never named."""
-    config = AutoConfig.from_pretrained(model, revision=revision)
-    names = [config.id2label[index] for index in range(config.num_labels)]
-    generic = {f"LABEL_{index}" for index in range(config.num_labels)}
-    if set(names) == generic:
-        raise ValueError(
-            f"model {model!r} has no label names (id2label is {names}): it is not a fine-tuned classifier saved by "
-            "hf-indosent. Use a training run's best/ folder (or a Hub model whose config.json has id2label)."
-        )
-    return names
 
 
 def resolve_device(device: str | int | None) -> torch.device:
@@ -108,7 +89,7 @@ class Predictor:
         revision: str | None = None,
     ) -> None:
         check_batching(batch_size, max_batch_tokens, chunk_size)
-        self.model_path = best_model_path(model)
+        self.model_path = resolve_model_source(model)
         self.label_names = label_names_of(self.model_path, revision)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
@@ -125,6 +106,19 @@ class Predictor:
         if max_batch_tokens is None:
             max_batch_tokens = CPU_BATCH_TOKENS if resolved.type == "cpu" else GPU_BATCH_TOKENS
         self.max_batch_tokens = max_batch_tokens
+
+    @classmethod
+    def from_arguments(cls, args: InferenceArguments) -> Predictor:
+        """The predictor ``hf-indosent predict`` / ``evaluate`` build from their command-line options."""
+        return cls(
+            args.model,
+            batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            device=args.device,
+            max_length=args.max_length,
+            chunk_size=args.chunk_size,
+            revision=args.revision,
+        )
 
     def _max_length(self, requested: int | None) -> int:
         """The explicit truncation length: the smallest limit the tokenizer and the position embeddings declare."""
@@ -201,12 +195,6 @@ class Predictor:
                     "error": None,
                 }
         return results
-
-
-def check_batching(batch_size: int, max_batch_tokens: int | None, chunk_size: int) -> None:
-    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens), ("chunk_size", chunk_size)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name}={value} must be a positive number (texts, or tokens for max_batch_tokens)")
 
 
 def input_error(row: Any) -> str | None:
@@ -356,110 +344,6 @@ def write_submission(predictor: Predictor, texts: Iterable[str], path: str | Pat
 # Command line
 
 
-@dataclass
-class InferenceArguments:
-    """Which model to load and how to batch: shared by ``predict`` and ``evaluate``."""
-
-    model: str = field(
-        metadata={"help": "Fine-tuned model: a run folder (its best/ is used), a model folder, or a Hub id."}
-    )
-    batch_size: int = field(default=256, metadata={"help": "At most this many texts per forward pass."})
-    max_batch_tokens: int | None = field(
-        default=None,
-        metadata={
-            "help": f"At most this many padded tokens per forward pass (default: {CPU_BATCH_TOKENS} on CPU, "
-            f"{GPU_BATCH_TOKENS} on GPU)."
-        },
-    )
-    chunk_size: int = field(
-        default=2048, metadata={"help": "Texts read, sorted by length and predicted at a time (bounds memory)."}
-    )
-    max_length: int | None = field(
-        default=None, metadata={"help": "Truncate texts to this many tokens (default: the model's limit)."}
-    )
-    device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda' or 'cuda:N' (default: GPU if any)."})
-    revision: str | None = field(default=None, metadata={"help": "Hub revision when --model is a Hub id."})
-
-    def __post_init__(self) -> None:
-        check_batching(self.batch_size, self.max_batch_tokens, self.chunk_size)
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"--max_length {self.max_length} must be at least 2 tokens, or unset (the model's limit)")
-
-    def load(self) -> Predictor:
-        return Predictor(
-            self.model,
-            batch_size=self.batch_size,
-            max_batch_tokens=self.max_batch_tokens,
-            device=self.device,
-            max_length=self.max_length,
-            chunk_size=self.chunk_size,
-            revision=self.revision,
-        )
-
-
-@dataclass
-class PredictArguments:
-    texts: list[str] | None = field(default=None, metadata={"help": "Texts to classify (otherwise --file or stdin)."})
-    file: str | None = field(
-        default=None, metadata={"help": "Input file: one text per line, or a TSV/CSV with a header (--text_column)."}
-    )
-    text_column: str | None = field(
-        default=None, metadata={"help": "Read --file as TSV (.csv: CSV) with a header and classify this column."}
-    )
-    output: str | None = field(
-        default=None, metadata={"help": "Output file, .csv or .jsonl (default: JSON Lines on stdout)."}
-    )
-    format: str | None = field(
-        default=None, metadata={"help": "Output format 'csv' or 'jsonl' (default: by --output extension)."}
-    )
-    submission: str | None = field(
-        default=None,
-        metadata={
-            "help": "Predict the SmSA test split and write the IndoNLU CodaLab file here (e.g. pred.txt), plus the "
-            "zip to upload next to it (pred.zip)."
-        },
-    )
-    data_dir: str | None = field(
-        default=None,
-        metadata={"help": "With --submission: folder with the SmSA files (default: the pinned upstream files)."},
-    )
-    dataset_cache_dir: str | None = field(
-        default=None, metadata={"help": "With --submission: the `datasets` Arrow cache (default: HF_DATASETS_CACHE)."}
-    )
-
-    def __post_init__(self) -> None:
-        sources = [name for name in ("texts", "file", "submission") if getattr(self, name) is not None]
-        if len(sources) > 1:
-            raise ValueError(f"{' and '.join('--' + name for name in sources)} were both given: choose one input")
-        if self.file is not None and not Path(self.file).is_file():
-            raise ValueError(f"--file {self.file!r} does not exist: check the path")
-        if self.text_column is not None and self.file is None:
-            raise ValueError("--text_column needs --file (a TSV or CSV with a header row)")
-        if self.submission is not None:
-            if self.output is not None or self.format is not None:
-                raise ValueError("--submission writes its own format: drop --output/--format")
-            if Path(self.submission).suffix.lower() == ".zip":
-                raise ValueError(
-                    f"--submission {self.submission!r}: name the prediction file (pred.txt); the zip is made next to it"
-                )
-        elif self.data_dir is not None:
-            raise ValueError("--data_dir is only used with --submission (to find the SmSA test split)")
-        if self.data_dir is not None and not Path(self.data_dir).is_dir():
-            raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
-        if self.format is not None and self.format not in OUTPUT_FORMATS.values():
-            raise ValueError(f"--format {self.format!r} is unknown: use 'csv' or 'jsonl'")
-        if self.format is None and self.output is not None and Path(self.output).suffix.lower() not in OUTPUT_FORMATS:
-            raise ValueError(
-                f"--output {self.output!r}: cannot tell the format; end it in .csv or .jsonl, or pass --format"
-            )
-
-    @property
-    def output_format(self) -> str:
-        if self.format is not None:
-            return self.format
-        return OUTPUT_FORMATS[Path(self.output).suffix.lower()] if self.output is not None else "jsonl"
-
-
 def _input_rows(args: PredictArguments) -> Iterator[str | BadInput]:
     if args.texts is not None:
         yield from args.texts
@@ -476,7 +360,7 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
     """Run ``hf-indosent predict``; returns counts of rows written and rows with an error."""
     if args.submission is None and args.texts is None and args.file is None and sys.stdin.isatty():
         raise ValueError("no input: pass texts (--texts ...), --file, --submission, or pipe text on stdin")
-    predictor = inference.load()
+    predictor = Predictor.from_arguments(inference)
     if args.submission is not None:
         test = load_smsa(data_dir=args.data_dir, cache_dir=args.dataset_cache_dir)["test"]
         path, archive = write_submission(predictor, test["text"], args.submission)
@@ -497,14 +381,10 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
     return counts
 
 
-def cli_main(argv: list[str]) -> int:
-    inference, args = parse_args([InferenceArguments, PredictArguments], argv, prog="hf-indosent predict")
+def cli_run(inference: InferenceArguments, args: PredictArguments) -> int:
+    """``hf-indosent predict`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        counts = run_predict(inference, args)
-    except (ValueError, OSError) as err:
-        print(f"hf-indosent predict: error: {err}", file=sys.stderr)
-        return 1
+    counts = run_predict(inference, args)
     if counts["errors"]:
         print(
             f"hf-indosent predict: {counts['errors']} of {counts['rows']} rows could not be classified (empty or "

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments, parse_args
+from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments
 from hf_indosent.checkpointing import (
     TrainState,
     load_checkpoint,
@@ -44,11 +43,11 @@ from hf_indosent.checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from hf_indosent.data import NO_LABEL, ChecksumError, DataFormatError, MissingLabelsError, load_smsa, require_labels
+from hf_indosent.data import NO_LABEL, load_smsa, require_labels
+from hf_indosent.devices import usable_cpu_cores
 from hf_indosent.hub import HubPushError, push_to_hub
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.modeling import load_model, load_tokenizer, resolve_model_path
-from hf_indosent.profiling import usable_cpu_cores
 from hf_indosent.reporting import (
     metrics_to_string,
     plot_confusion_matrix,
@@ -599,29 +598,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     return results
 
 
-USER_ERRORS = (
-    ArgumentError,
-    DataFormatError,
-    MissingLabelsError,
-    ChecksumError,
-    FileExistsError,
-    FileNotFoundError,
-    HubPushError,
-    NonFiniteLossError,
-)
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    model_args, data_args, args = parse_args(
-        (ModelArguments, DataArguments, TrainingArguments), argv, prog="hf-indosent train"
-    )
-    try:
-        train(model_args, data_args, args)
-    except USER_ERRORS as err:
-        print(f"hf-indosent train: error: {err}", file=sys.stderr)
-        return 1
+def cli_run(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> int:
+    """``hf-indosent train`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
+    train(model_args, data_args, args)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main())

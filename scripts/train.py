@@ -8,7 +8,7 @@ Any recipe value can be overridden on the command line (e.g. --data_dir ../share
 
 import sys
 
-from hf_indosent.training import cli_main
+from hf_indosent.cli import main
 
 if __name__ == "__main__":
-    sys.exit(cli_main(sys.argv[1:]))
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -49,7 +49,7 @@ if __name__ == "__main__":
     record_dir, watched, separator, *train_args = sys.argv[1:]
     if separator != "--":
         raise SystemExit(__doc__)
-    from hf_indosent.training import cli_main
+    from hf_indosent.cli import main
 
     watch(record_dir, watched)
-    sys.exit(cli_main(train_args))
+    sys.exit(main(["train", *train_args]))

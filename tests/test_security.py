@@ -13,6 +13,7 @@ import torch
 import yaml
 from accelerate.state import AcceleratorState
 from conftest import FAKE_TOKEN
+from safetensors.torch import save_file
 from test_hub import card_parts, model_index_metrics
 from test_training import run_train
 
@@ -83,6 +84,9 @@ def remote_code_model(tmp_path) -> tuple[Path, Path]:
     tokenizer_config = {"tokenizer_class": "EvilTokenizer", "auto_map": config["auto_map"]}
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    # complete on disk (weights, vocabulary), so loading goes as far as the remote-code question
+    save_file({"weight": torch.zeros(1)}, str(folder / "model.safetensors"))
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
     return folder, marker
 
 
