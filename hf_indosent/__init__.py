@@ -13,6 +13,7 @@ _LAZY = {
     "MissingLabelsError": "hf_indosent.data",
     "load_smsa": "hf_indosent.data",
     "predict": "hf_indosent.prediction",
+    "predict_dataset": "hf_indosent.prediction",
 }
 
 __all__ = ["LABEL_NAMES", "DataFormatError", "MissingLabelsError", "__version__", "load_smsa", "predict"]

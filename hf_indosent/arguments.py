@@ -26,11 +26,14 @@ T = TypeVar("T")
 
 DEFAULT_MODEL = "indobenchmark/indobert-base-p1"
 METRIC_CHOICES = ("accuracy", "f1", "precision", "recall")
-OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl"}
+OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+DEFAULT_PIECE_SIZE = 10_000
 # Padded tokens per batch by default: on CPU, larger matrices stop paying off around here; GPUs want much more.
 CPU_BATCH_TOKENS = 4096
 GPU_BATCH_TOKENS = 32768
 SPLIT_CHOICES = ("validation", "test")
+DEFAULT_HOST = "127.0.0.1"
+"""Where the demo listens unless told otherwise: this machine only."""
 
 
 class ArgumentError(ValueError):
@@ -146,6 +149,13 @@ class TrainingArguments:
     checkpointing_steps: int | None = field(
         default=None, metadata={"help": "Also save a checkpoint every N optimizer steps (always at epoch end)."}
     )
+    checkpointing_minutes: float | None = field(
+        default=15.0,
+        metadata={
+            "help": "Also save a checkpoint when this many minutes of training passed since the last one, so a "
+            "hard kill or a lost machine costs at most that much (0 or none: only epoch ends and checkpointing_steps)."
+        },
+    )
     save_total_limit: int = field(default=2, metadata={"help": "Keep only the last K checkpoints."})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."}
@@ -214,6 +224,10 @@ class TrainingArguments:
         _check(
             self.checkpointing_steps is None or self.checkpointing_steps > 0,
             f"checkpointing_steps={self.checkpointing_steps} must be a positive number of steps",
+        )
+        _check(
+            self.checkpointing_minutes is None or self.checkpointing_minutes >= 0,
+            f"checkpointing_minutes={self.checkpointing_minutes} must be >= 0 (0 turns time-based checkpoints off)",
         )
         _check(
             self.report_to in ("none", "tensorboard"),
@@ -290,16 +304,55 @@ class InferenceArguments:
 class PredictArguments:
     texts: list[str] | None = field(default=None, metadata={"help": "Texts to classify (otherwise --file or stdin)."})
     file: str | None = field(
-        default=None, metadata={"help": "Input file: one text per line, or a TSV/CSV with a header (--text_column)."}
+        default=None,
+        metadata={
+            "help": "Input file: one text per line; a TSV/CSV with a header (--text_column); JSON Lines (.jsonl) or "
+            "Parquet (.parquet), their --text_column field (default 'text')."
+        },
     )
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Input `datasets` dataset: a save_to_disk folder, or a Hub dataset id (streamed; needs --split). "
+            "Classifies --text_column (default 'text')."
+        },
+    )
+    split: str | None = field(default=None, metadata={"help": "Split of --dataset (a Hub one, or a DatasetDict)."})
     text_column: str | None = field(
-        default=None, metadata={"help": "Read --file as TSV (.csv: CSV) with a header and classify this column."}
+        default=None,
+        metadata={
+            "help": "Column to classify: read --file as TSV (.csv: CSV) with a header; for .jsonl, .parquet and "
+            "--dataset, the field or column (default 'text')."
+        },
     )
     output: str | None = field(
-        default=None, metadata={"help": "Output file, .csv or .jsonl (default: JSON Lines on stdout)."}
+        default=None,
+        metadata={"help": "Output file, .csv, .jsonl or .parquet (default: JSON Lines on stdout); written atomically."},
     )
     format: str | None = field(
-        default=None, metadata={"help": "Output format 'csv' or 'jsonl' (default: by --output extension)."}
+        default=None, metadata={"help": "Output format 'csv', 'jsonl' or 'parquet' (default: by --output extension)."}
+    )
+    resumable: bool = field(
+        default=False,
+        metadata={
+            "help": "Write --output through the work folder <output>.parts/, --piece_size rows at a time, so a killed "
+            "run resumes where it stopped (always on for Parquet output and under a multi-process accelerate launch)."
+        },
+    )
+    piece_size: int = field(
+        default=DEFAULT_PIECE_SIZE,
+        metadata={"help": "Rows per committed piece of a resumable run; piece k goes to process k mod N."},
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "Discard the unfinished resumable run in <output>.parts/ and start again."}
+    )
+    include_text: bool | None = field(
+        default=None,
+        metadata={"help": "Resumable output: add the text column (default: yes for csv/jsonl, no for parquet)."},
+    )
+    include_scores: bool | None = field(
+        default=None,
+        metadata={"help": "Resumable output: add one score_<label> column per label (default: yes for csv/jsonl)."},
     )
     submission: str | None = field(
         default=None,
@@ -317,13 +370,17 @@ class PredictArguments:
     )
 
     def __post_init__(self) -> None:
-        sources = [name for name in ("texts", "file", "submission") if getattr(self, name) is not None]
+        sources = [name for name in ("texts", "file", "dataset", "submission") if getattr(self, name) is not None]
         if len(sources) > 1:
             raise ValueError(f"{' and '.join('--' + name for name in sources)} were both given: choose one input")
         if self.file is not None and not Path(self.file).is_file():
             raise ValueError(f"--file {self.file!r} does not exist: check the path")
-        if self.text_column is not None and self.file is None:
-            raise ValueError("--text_column needs --file (a TSV or CSV with a header row)")
+        if self.text_column is not None and self.file is None and self.dataset is None:
+            raise ValueError("--text_column needs --file (a table with a header, JSON Lines, Parquet) or --dataset")
+        if self.split is not None and self.dataset is None:
+            raise ValueError(f"--split {self.split!r} is the split of a --dataset: pass --dataset too, or drop it")
+        if self.piece_size < 1:
+            raise ValueError(f"--piece_size {self.piece_size} must be a positive number of rows (default 10000)")
         if self.submission is not None:
             if self.output is not None or self.format is not None:
                 raise ValueError("--submission writes its own format: drop --output/--format")
@@ -336,10 +393,27 @@ class PredictArguments:
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
         if self.format is not None and self.format not in OUTPUT_FORMATS.values():
-            raise ValueError(f"--format {self.format!r} is unknown: use 'csv' or 'jsonl'")
+            raise ValueError(f"--format {self.format!r} is unknown: use 'csv', 'jsonl' or 'parquet'")
         if self.format is None and self.output is not None and Path(self.output).suffix.lower() not in OUTPUT_FORMATS:
             raise ValueError(
-                f"--output {self.output!r}: cannot tell the format; end it in .csv or .jsonl, or pass --format"
+                f"--output {self.output!r}: cannot tell the format; end it in .csv, .jsonl or .parquet, or pass "
+                "--format"
+            )
+        if self.resumable:
+            self.check_piecewise("--resumable")
+        elif self.output_format == "parquet":
+            self.check_piecewise("Parquet output")
+
+    def check_piecewise(self, why: str) -> None:
+        """A piece-wise run (``why``: --resumable, Parquet output, several processes) reads a file and writes one."""
+        if self.submission is not None:
+            raise ValueError(f"{why} does not apply to --submission, which runs in one process in one go: drop it")
+        if self.output is None:
+            raise ValueError(f"{why} needs --output: the pieces are merged into that file")
+        if self.file is None and self.dataset is None:
+            raise ValueError(
+                f"{why} needs --file or --dataset: every process reads the input itself, and so does a rerun "
+                "(stdin and --texts cannot be read again); save the texts to a file"
             )
 
     @property
@@ -347,6 +421,14 @@ class PredictArguments:
         if self.format is not None:
             return self.format
         return OUTPUT_FORMATS[Path(self.output).suffix.lower()] if self.output is not None else "jsonl"
+
+    @property
+    def text_in_output(self) -> bool:
+        return self.include_text if self.include_text is not None else self.output_format != "parquet"
+
+    @property
+    def scores_in_output(self) -> bool:
+        return self.include_scores if self.include_scores is not None else self.output_format != "parquet"
 
 
 @dataclass
@@ -394,12 +476,45 @@ class PushArguments:
         default=None, metadata={"help": "Folder with metrics.json and args.json (default: the model folder's parent)."}
     )
 
+    space: str | None = field(
+        default=None,
+        metadata={
+            "help": "Also create or update a Gradio demo Space OWNER/NAME that loads this model by its repo id "
+            '(needs the demo extra: pip install -e ".[demo]").'
+        },
+    )
+
     def __post_init__(self) -> None:
         if not Path(self.model).is_dir():
             raise ValueError(f"--model {self.model!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
         if self.run_dir is not None and not Path(self.run_dir).is_dir():
             raise ValueError(f"--run_dir {self.run_dir!r} is not a folder: pass the training OUTPUT_DIR")
         check_repo_id(self.repo_id)
+        if self.space is not None:
+            check_repo_id(self.space)
+
+
+@dataclass
+class DemoArguments:
+    """``hf-indosent demo`` options; light (stdlib only) so it can live with the other commands' arguments."""
+
+    model: str = field(
+        metadata={"help": "Fine-tuned model: a run folder (its best/ is used), a model folder, or a Hub id."}
+    )
+    host: str = field(
+        default=DEFAULT_HOST, metadata={"help": "Address to listen on; 0.0.0.0 opens the demo to your network."}
+    )
+    port: int | None = field(default=None, metadata={"help": "Port (default: 7860, or the next free one)."})
+    share: bool = field(default=False, metadata={"help": "Also open a public *.gradio.live link (needs internet)."})
+    device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda' or 'cuda:N' (default: GPU if any)."})
+
+    def __post_init__(self) -> None:
+        if not self.model.strip():
+            raise ValueError("--model is empty: pass a training run folder (OUTPUT_DIR), its best/ or a Hub id")
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError(f"--port {self.port} is not a TCP port: use 1..65535, or leave it unset for 7860")
+        if not self.host.strip():
+            raise ValueError("--host is empty: use 127.0.0.1 (this machine only) or 0.0.0.0 (your network)")
 
 
 # ----------------------------------------------------------------------------------------------------------------

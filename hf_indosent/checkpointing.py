@@ -10,14 +10,14 @@ the previous checkpoint. The best model is swapped in the same way.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import math
 import os
 import re
 import shutil
-import socket
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -30,51 +30,56 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "train_state.json"
-LOCK_FILE = ".lock"
 _NAME = re.compile(r"^checkpoint-e(\d+)-s(\d+)$")
 
 
-class RunLockedError(RuntimeError):
-    """Another live process is training into the same output_dir."""
+class StopRequests:
+    """SIGINT (Ctrl-C) and SIGTERM while training: save a checkpoint at the next optimizer step, then stop.
 
-
-class RunLock:
-    """An exclusive lock on a run folder, so two trainings never write into it together.
-
-    ``flock`` on ``output_dir/.lock``: the kernel drops it when its process dies, however it dies, so a stale lock
-    (its process gone) is simply taken over. The file names the holder (pid, host, start time) for the refusal.
+    The first signal only sets :attr:`signum`; the loop checks it after each step. A second signal stops at once
+    (:class:`hf_indosent.cli.Interrupted`), losing only the steps since the last checkpoint.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self.fd: int | None = None
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 4096).decode("utf-8", "replace")
-            os.close(fd)
-            try:
-                info = json.loads(holder)
-                who = f"process {info['pid']} on {info['host']}, started {info['started']}"
-            except (ValueError, KeyError, TypeError):
-                who = "another process"
-            raise RunLockedError(
-                f"output_dir {str(self.path.parent)!r} is in use by another training run ({who}): wait for it to "
-                "finish or stop it, or choose another --output_dir"
-            ) from None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
-        self.fd = fd
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock; the file stays, so no other process holds a stale inode
-            self.fd = None
+    def _handle(self, signum: int, frame: Any) -> None:
+        from hf_indosent.cli import Interrupted
+
+        if self.signum is not None:
+            raise Interrupted(signum, "interrupted again: stopped at once; resume from the last complete checkpoint")
+        self.signum = signum
+        logger.warning(
+            "%s received: saving a checkpoint after this step, then stopping (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+class CheckpointClock:
+    """Time since the last checkpoint, so a hard kill never costs more than ``minutes`` of training."""
+
+    def __init__(self, minutes: float | None) -> None:
+        self.seconds = minutes * 60 if minutes else None
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.seconds is not None and time.monotonic() - self.last >= self.seconds
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
 
 
 @contextlib.contextmanager

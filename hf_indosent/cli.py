@@ -44,7 +44,12 @@ COMMANDS: dict[str, Command] = {
     "push": Command(
         ("PushArguments",),
         "hf_indosent.hub:cli_run",
-        "upload a trained model with a generated model card to the Hugging Face Hub",
+        "upload a trained model with a generated model card to the Hugging Face Hub (and a demo Space)",
+    ),
+    "demo": Command(
+        ("DemoArguments",),
+        "hf_indosent.demo:cli_run",
+        "a web page to try a model: text box, file upload, its metrics (Gradio)",
     ),
 }
 
@@ -94,7 +99,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
     for module, names in (
         ("hf_indosent.data", ("ChecksumError", "DownloadError")),
         ("hf_indosent.hub", ("HubPushError",)),
-        ("hf_indosent.training", ("NonFiniteLossError", "RunLockedError")),
+        ("hf_indosent.run_folder", ("RunLockedError",)),
+        ("hf_indosent.training", ("NonFiniteLossError",)),
     ):
         loaded = sys.modules.get(module)  # only modules the command imported can have raised their errors
         known += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from tqdm.auto import tqdm
 
 from hf_indosent.arguments import EvaluateArguments, InferenceArguments
 from hf_indosent.data import load_smsa, require_labels
@@ -48,7 +49,8 @@ def evaluate_dataset(predictor: Predictor, dataset: datasets.Dataset) -> dict[st
     """Macro metrics, per-class report and confusion matrix of ``predictor`` on a labelled ``dataset``."""
     names = predictor.label_names
     label_ids = {name: index for index, name in enumerate(names)}
-    predictions = [label_ids[result["label"]] for result in predictor.stream(dataset["text"])]
+    results = tqdm(predictor.stream(dataset["text"]), total=dataset.num_rows, desc="Evaluating", unit="text")
+    predictions = [label_ids[result["label"]] for result in results]
     references = dataset["label"]
     return {
         "num_examples": len(references),

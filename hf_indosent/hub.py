@@ -73,6 +73,24 @@ def _reason(err: Exception) -> str:
     return f"cannot reach the Hugging Face Hub ({type(err).__name__}: {text}); check the network or HF_HUB_OFFLINE"
 
 
+def require_token(token: str | None = None) -> str:
+    """The given token, else huggingface_hub's (``HF_TOKEN``, then the cached login); refuse when there is none."""
+    token = token or get_token()
+    if not token:
+        raise HubPushError("no Hugging Face token found: set HF_TOKEN or run `hf auth login` (a write token)")
+    return token
+
+
+def check_hub_access(repo_id: str, token: str | None = None) -> None:
+    """Before hours of training: a valid repo id, a token, and a Hub that accepts it (one whoami call)."""
+    check_repo_id(repo_id)
+    token = require_token(token)
+    try:
+        HfApi(token=token).whoami()
+    except (OSError, HTTPError) as err:
+        raise HubPushError(f"cannot push to {repo_id}: {_reason(err)}".replace(token, "<token>")) from None
+
+
 def push_to_hub(
     model_dir: str | Path,
     repo_id: str,
@@ -96,9 +114,7 @@ def push_to_hub(
     files = upload_files(folder)
     run = Path(run_dir) if run_dir is not None else folder.parent
     card = build_model_card(repo_id, label_names, _read_json(run / "metrics.json"), _read_json(run / "args.json"))
-    token = token or get_token()
-    if not token:
-        raise HubPushError("no Hugging Face token found: set HF_TOKEN or run `hf auth login` (a write token)")
+    token = require_token(token)
     operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
     api = HfApi(token=token)
@@ -115,4 +131,8 @@ def cli_run(args: PushArguments) -> int:
     """``hf-indosent push`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(push_to_hub(args.model, args.repo_id, private=args.private, run_dir=args.run_dir))
+    if args.space is not None:
+        from hf_indosent.demo import push_space  # the demo extra, only when asked
+
+        print(push_space(args.space, args.repo_id, private=args.private))
     return 0

@@ -7,22 +7,25 @@ and cut into batches of similar lengths (little padding), and the input order is
 
 Bad input never shifts rows. Empty or whitespace-only texts, non-strings and undecodable lines get an output row with
 no label and an ``error`` that says why; row i of the output always belongs to row i of the input.
+
+Reading inputs and writing outputs lives in :mod:`hf_indosent.textio`; runs over several processes, or resumable ones,
+in :mod:`hf_indosent.predict_at_scale`, both with this module's :class:`Predictor`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import hashlib
 import itertools
 import json
 import logging
 import sys
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
+import datasets
 import torch
 from transformers import pipeline
 
@@ -33,8 +36,19 @@ from hf_indosent.arguments import (
     PredictArguments,
     check_batching,
 )
-from hf_indosent.data import LABEL_NAMES, DataFormatError, load_smsa
+from hf_indosent.data import LABEL_NAMES, load_smsa
 from hf_indosent.modeling import label_names_of, max_positions, resolve_model_source
+from hf_indosent.textio import (
+    BadInput,
+    ResultWriter,
+    atomic_path,
+    folder_fingerprint,
+    open_input,
+    read_lines,
+    result_columns,
+    result_table,
+)
+from hf_indosent.textio import read_column as read_column  # re-exported: hf_indosent.demo reads files with it
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +57,6 @@ SUBMISSION_MEMBER = "pred.txt"
 
 # Tokenizers without a declared limit report a huge sentinel (int(1e30)) as model_max_length.
 _NO_LIMIT = 1_000_000
-
-
-@dataclass(frozen=True)
-class BadInput:
-    """An input row that cannot be classified (e.g. a line that is not UTF-8); its output row carries ``reason``."""
-
-    reason: str
 
 
 def resolve_device(device: str | int | None) -> torch.device:
@@ -90,6 +97,7 @@ class Predictor:
     ) -> None:
         check_batching(batch_size, max_batch_tokens, chunk_size)
         self.model_path = resolve_model_source(model)
+        self.revision = revision
         self.label_names = label_names_of(self.model_path, revision)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
@@ -224,101 +232,72 @@ def predict(
     Inputs that are empty, whitespace-only or not strings get ``label=None`` and an ``error`` instead of a crash, so
     results always line up with inputs. A single string is treated as a list of one text.
     """
-    if not isinstance(model, Predictor):
-        model = Predictor(
-            model,
-            batch_size=batch_size,
-            max_batch_tokens=max_batch_tokens,
-            device=device,
-            max_length=max_length,
-            revision=revision,
-        )
-    return model(texts)
+    settings = {"max_batch_tokens": max_batch_tokens, "device": device, "max_length": max_length, "revision": revision}
+    return _loaded(model, batch_size=batch_size, **settings)(texts)
+
+
+def _loaded(model: str | Path | Predictor, **settings: Any) -> Predictor:
+    return model if isinstance(model, Predictor) else Predictor(model, **settings)
+
+
+def predict_dataset(
+    model: str | Path | Predictor,
+    dataset: datasets.Dataset,
+    text_column: str = "text",
+    *,
+    prefix: str = "pred_",
+    include_scores: bool = True,
+    batch_size: int = 256,
+    max_batch_tokens: int | None = None,
+    device: str | int | None = None,
+    max_length: int | None = None,
+    revision: str | None = None,
+) -> datasets.Dataset:
+    """``dataset`` with the predictions of its ``text_column`` added: ``{prefix}label``, ``{prefix}score`` (the top
+    one), ``{prefix}score_<label>`` per label (``include_scores``) and ``{prefix}error``, row for row.
+
+    ``dataset.map`` hands the :class:`Predictor` ``chunk_size`` rows at a time (sorted by length inside, as in
+    :func:`predict`), and a dataset on disk gets its result cached on disk too, under a fingerprint of the data, the
+    model and these settings, so a second call is free.
+    """
+    settings = {"max_batch_tokens": max_batch_tokens, "device": device, "max_length": max_length, "revision": revision}
+    predictor = _loaded(model, batch_size=batch_size, **settings)
+    columns = result_columns(predictor.label_names, include_text=False, include_scores=include_scores)[1:]
+    if text_column not in dataset.column_names:
+        raise ValueError(f"the dataset has no column {text_column!r} (it has {dataset.column_names}): set text_column")
+    clashes = [prefix + column for column in columns if prefix + column in dataset.column_names]
+    if clashes:
+        raise ValueError(f"the dataset already has the columns {clashes}: pass another prefix than {prefix!r}")
+    features = dataset.features.copy()
+    for column in columns:
+        features[prefix + column] = datasets.Value("float64" if column.startswith("score") else "string")
+
+    def label(texts: list[Any]) -> dict[str, list[Any]]:
+        table = result_table(columns, 0, texts, predictor.stream(texts))
+        return {prefix + column: values for column, values in table.items()}
+
+    identity = [dataset._fingerprint, model_identity(predictor.model_path, predictor.revision), str(predictor.device)]
+    identity += [predictor.max_length, predictor.batch_size, predictor.max_batch_tokens, predictor.chunk_size]
+    return dataset.map(
+        label,
+        batched=True,
+        batch_size=predictor.chunk_size,
+        input_columns=text_column,
+        features=features,
+        new_fingerprint=hashlib.sha256(json.dumps([*identity, text_column, columns, prefix]).encode()).hexdigest(),
+        desc="predict",
+    )
+
+
+def model_identity(model_path: str, revision: str | None) -> dict[str, Any]:
+    """What a model's predictions depend on: each file of a local folder (fingerprinted), or the Hub id and revision."""
+    if Path(model_path).is_dir():
+        return {"path": str(Path(model_path).resolve()), "files": folder_fingerprint(model_path)}
+    return {"hub_model": model_path, "revision": revision}
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Reading input rows (streamed) and writing results
-
-
-def read_lines(handle: BinaryIO) -> Iterator[str | BadInput]:
-    """One text per line. A UTF-8 BOM and CRLF endings are tolerated; a line that is not UTF-8 becomes a BadInput."""
-    for number, raw in enumerate(handle, start=1):
-        line = raw.removesuffix(b"\n").removesuffix(b"\r")
-        if number == 1:
-            line = line.removeprefix(b"\xef\xbb\xbf")
-        try:
-            yield line.decode("utf-8")
-        except UnicodeDecodeError as err:
-            yield BadInput(f"line {number} is not valid UTF-8 ({err.reason} at byte {err.start})")
-
-
-def read_column(path: str, text_column: str) -> Iterator[str | BadInput]:
-    """The ``text_column`` of a TSV (tabs, no quoting, as SmSA) or CSV (RFC 4180) file with a header row."""
-    if Path(path).suffix.lower() == ".csv":
-        yield from _read_csv_column(path, text_column)
-        return
-    with open(path, "rb") as handle:
-        lines = read_lines(handle)
-        header = next(lines, None)
-        if not isinstance(header, str):
-            raise DataFormatError(path, 1, "no UTF-8 header row", "Start the file with a header naming the columns")
-        names = header.split("\t")
-        index = _column_index(path, names, text_column)
-        for number, line in enumerate(lines, start=2):
-            yield line if isinstance(line, BadInput) else _pick(line.split("\t"), number, index, len(names))
-
-
-def _read_csv_column(path: str, text_column: str) -> Iterator[str | BadInput]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, strict=True)
-        try:
-            names = next(reader, None)
-            if names is None:
-                raise DataFormatError(path, None, "file is empty", "Start the file with a header naming the columns")
-            index = _column_index(path, names, text_column)
-            start = reader.line_num + 1
-            for fields in reader:
-                yield _pick(fields, start, index, len(names))
-                start = reader.line_num + 1
-        except (UnicodeDecodeError, csv.Error) as err:
-            # A CSV cannot be resynchronised after a broken quote or byte, so the whole file is refused.
-            raise DataFormatError(
-                path, reader.line_num, f"cannot be read as UTF-8 CSV ({err})", "Fix the quoting or re-save as UTF-8"
-            ) from None
-
-
-def _column_index(path: str, names: list[str], text_column: str) -> int:
-    if text_column not in names:
-        raise DataFormatError(path, 1, f"header {names} has no column {text_column!r}", "Set --text_column")
-    return names.index(text_column)
-
-
-def _pick(fields: list[str], line: int, index: int, width: int) -> str | BadInput:
-    if len(fields) != width:
-        return BadInput(f"line {line} has {len(fields)} columns, the header has {width}")
-    return fields[index]
-
-
-class ResultWriter:
-    """Writes ``index, text, label, score per label, error`` rows as CSV or JSON Lines, one row at a time."""
-
-    def __init__(self, handle: IO[str], output_format: str, label_names: Sequence[str]) -> None:
-        self.handle = handle
-        self.format = output_format
-        self.label_names = list(label_names)
-        if output_format == "csv":
-            self.csv = csv.writer(handle, lineterminator="\n")
-            self.csv.writerow(["index", "text", "label", *[f"score_{name}" for name in self.label_names], "error"])
-
-    def write(self, index: int, row: Any, result: dict[str, Any]) -> None:
-        text = row if isinstance(row, str) else None
-        if self.format == "jsonl":
-            self.handle.write(json.dumps({"index": index, "text": text, **result}, ensure_ascii=False) + "\n")
-            return
-        scores = result["scores"] or {}
-        self.csv.writerow(
-            [index, text, result["label"], *[scores.get(name, "") for name in self.label_names], result["error"] or ""]
-        )
+# Writing results
 
 
 def write_submission(predictor: Predictor, texts: Iterable[str], path: str | Path) -> tuple[Path, Path]:
@@ -329,8 +308,7 @@ def write_submission(predictor: Predictor, texts: Iterable[str], path: str | Pat
             f"{predictor.label_names}: use a model fine-tuned on SmSA"
         )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as handle:
+    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as handle:
         handle.write("index,label\n")
         for index, result in enumerate(predictor.stream(texts)):
             handle.write(f"{index},{result['label']}\n")
@@ -344,22 +322,29 @@ def write_submission(predictor: Predictor, texts: Iterable[str], path: str | Pat
 # Command line
 
 
-def _input_rows(args: PredictArguments) -> Iterator[str | BadInput]:
+def _input_rows(args: PredictArguments) -> Iterator[Any]:
     if args.texts is not None:
         yield from args.texts
-    elif args.file is not None and args.text_column is not None:
-        yield from read_column(args.file, args.text_column)
-    elif args.file is not None:
-        with open(args.file, "rb") as handle:
-            yield from read_lines(handle)
-    else:
+    elif args.file is None and args.dataset is None:
         yield from read_lines(sys.stdin.buffer)
+    else:
+        yield from open_input(args.file, args.text_column, dataset=args.dataset, split=args.split).rows()
 
 
 def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[str, int]:
-    """Run ``hf-indosent predict``; returns counts of rows written and rows with an error."""
-    if args.submission is None and args.texts is None and args.file is None and sys.stdin.isatty():
-        raise ValueError("no input: pass texts (--texts ...), --file, --submission, or pipe text on stdin")
+    """Run ``hf-indosent predict`` in one process, in one go; returns counts of rows written and rows with an error.
+
+    ``--output`` is written to a temporary file beside it and renamed when complete, so an interrupted run (an error,
+    Ctrl-C, SIGTERM) leaves the previous file as it was.
+    """
+    inputs = (args.submission, args.texts, args.file, args.dataset)
+    if all(source is None for source in inputs) and sys.stdin.isatty():
+        raise ValueError("no input: pass texts (--texts ...), --file, --dataset, --submission, or pipe text on stdin")
+    if args.include_text is not None or args.include_scores is not None:
+        raise ValueError(
+            "--include_text and --include_scores shape the piece-wise output, but this run writes in one go (always "
+            "with the text and every score): add --resumable, or drop them"
+        )
     predictor = Predictor.from_arguments(inference)
     if args.submission is not None:
         test = load_smsa(data_dir=args.data_dir, cache_dir=args.dataset_cache_dir)["test"]
@@ -369,9 +354,10 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
 
     counts = {"rows": 0, "errors": 0}
     with contextlib.ExitStack() as stack:
-        handle = (
-            stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output else sys.stdout
-        )
+        handle: IO[str] = sys.stdout
+        if args.output is not None:
+            temp = stack.enter_context(atomic_path(args.output))
+            handle = stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
         writer = ResultWriter(handle, args.output_format, predictor.label_names)
         rows_a, rows_b = itertools.tee(_input_rows(args))
         for index, (row, result) in enumerate(zip(rows_a, predictor.stream(rows_b), strict=True)):
@@ -384,6 +370,11 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
 def cli_run(inference: InferenceArguments, args: PredictArguments) -> int:
     """``hf-indosent predict`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from hf_indosent import predict_at_scale  # imports this module, so not at the top
+
+    if predict_at_scale.is_piecewise(inference, args):
+        predict_at_scale.run_piecewise(inference, args)  # reports on stderr itself
+        return 0
     counts = run_predict(inference, args)
     if counts["errors"]:
         print(

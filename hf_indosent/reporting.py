@@ -23,6 +23,40 @@ def metrics_to_string(metrics: Mapping[str, float]) -> str:
     return " ".join(f"{short}:{metrics[name]:.4f}" for name, short in _SHORT.items() if name in metrics)
 
 
+def start_summary(facts: Mapping[str, Any]) -> str:
+    """What a run is about to do, printed once before the first step: model, data, steps, device, where it goes."""
+    splits = " · ".join(f"{name} {count:,}" for name, count in facts["splits"].items())
+    return "\n".join(
+        [
+            f"Training {facts['model']} ({facts['parameters'] / 1e6:.1f}M parameters) on labels "
+            f"{', '.join(facts['labels'])}",
+            f"  data: {splits}",
+            f"  steps: {facts['steps_per_epoch']:,} per epoch x up to {facts['epochs']} epoch(s), batch "
+            f"{facts['batch_size']} per process x {facts['processes']} process(es)",
+            f"  device: {facts['device']}, {facts['threads']} CPU thread(s), precision {facts['precision']}",
+            f"  run folder: {facts['run_dir']} (checkpoints every epoch{facts['checkpoint_every']})",
+        ]
+    )
+
+
+def final_summary(run_dir: Path, results: Mapping[str, Any], minutes: float, data_hint: str) -> str:
+    """The outcome and the next commands, ready to paste."""
+    metric = results["metric_for_best_model"]
+    validation = results["validation"]
+    run = str(run_dir)
+    return "\n".join(
+        [
+            f"Done in {minutes:.1f} min: best epoch {results['best_epoch']} of {results['epochs_completed']}, "
+            f"validation {metric} {validation[metric]:.4f} ({metrics_to_string(validation)}).",
+            f"Best model: {Path(run_dir) / 'best'}   (metrics.json, log.jsonl and plots beside it)",
+            "Next:",
+            f'  hf-indosent predict --model {run} --texts "makanan nya enak sekali ."',
+            f"  hf-indosent evaluate --model {run} --split validation{data_hint} --output_dir {run}/eval",
+            f"  hf-indosent push --model {run} --repo-id your-user/your-model",
+        ]
+    )
+
+
 def write_json(path: Path, payload: Any) -> None:
     write_atomic(Path(path), json.dumps(payload, indent=2, sort_keys=False) + "\n")
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 import shutil
+import signal
+import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from evaluate import EvaluationModule
-from safetensors.torch import load_file
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -35,42 +37,47 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments
 from hf_indosent.checkpointing import (
+    CHECKPOINTS,
+    CheckpointClock,
+    StopRequests,
     TrainState,
     load_checkpoint,
+    make_readable,
     recover_dir,
     remove_staging,
+    removed_on_error,
     replace_dir,
     resolve_checkpoint,
     save_checkpoint,
 )
+from hf_indosent.cli import Interrupted
 from hf_indosent.data import NO_LABEL, load_smsa, require_labels
 from hf_indosent.devices import usable_cpu_cores
-from hf_indosent.hub import HubPushError, push_to_hub
+from hf_indosent.hub import HubPushError, check_hub_access, push_to_hub
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
-from hf_indosent.modeling import load_model, load_tokenizer, resolve_model_path
+from hf_indosent.modeling import BEST_DIR, load_model, load_tokenizer, resolve_model_path, resolve_model_source
 from hf_indosent.reporting import (
+    final_summary,
     metrics_to_string,
     plot_confusion_matrix,
     plot_training_curves,
+    start_summary,
     write_json,
     write_log,
+)
+from hf_indosent.run_folder import (
+    arguments_record,
+    check_free_space,
+    check_output_dir,
+    check_resume_arguments,
+    lock_run_dir,
+    replace_old_run,
+    write_arguments,
 )
 from hf_indosent.sampling import EpochBatchSampler
 from hf_indosent.tokenization import LENGTH_COLUMN, MicroBatchCollator, build_collator, tokenize_dataset
 
 logger = logging.getLogger(__name__)
-
-BEST_DIR = "best"
-RUN_FILES = (
-    BEST_DIR,
-    "checkpoints",
-    "metrics.json",
-    "log.jsonl",
-    "args.json",
-    "training_curves.png",
-    "confusion_matrix.png",
-    "runs",
-)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -93,6 +100,14 @@ class Run:
     metric: EvaluationModule
     run_dir: Path
     args: TrainingArguments
+    stops: StopRequests = field(default_factory=StopRequests)
+    clock: CheckpointClock = field(default_factory=lambda: CheckpointClock(None))
+    progress: tqdm | None = None  # one bar over all epochs, made by train()
+
+    def say(self, text: str) -> None:
+        """Print on the main process without breaking the progress bar."""
+        if self.accelerator.is_main_process:
+            (self.progress or tqdm).write(text)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,25 +128,6 @@ def warn_if_few_cpu_threads(accelerator: Accelerator) -> None:
             os.environ.get("OMP_NUM_THREADS", "unset"),
             cores,
         )
-
-
-def prepare_output_dir(run_dir: Path, args: TrainingArguments, accelerator: Accelerator) -> None:
-    """Refuse to mix two runs in one folder unless asked to overwrite (or to resume)."""
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if args.resume_from_checkpoint is not None:
-        return
-    if existing and not args.overwrite_output_dir:
-        raise FileExistsError(
-            f"output_dir {str(run_dir)!r} already holds a run ({', '.join(existing)}). Pass --overwrite_output_dir "
-            "to replace it, --resume_from_checkpoint latest to continue it, or choose another --output_dir."
-        )
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        for name in existing:
-            path = run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
 
 
 def load_data(data_args: DataArguments, accelerator: Accelerator) -> datasets.DatasetDict:
@@ -180,8 +176,8 @@ def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> N
         )
 
 
-def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> tuple[Run, TrainState]:
-    accelerator = Accelerator(
+def make_accelerator(args: TrainingArguments) -> Accelerator:
+    return Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # StepLR steps once per epoch, by us
@@ -190,24 +186,45 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
             project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")
         ),
     )
-    warn_if_few_cpu_threads(accelerator)
+
+
+def launch_facts(accelerator: Accelerator) -> dict[str, Any]:
+    """How the run computes, recorded in args.json (a resumed run must match it)."""
+    return {"num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision}
+
+
+def setup(
+    accelerator: Accelerator, model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments
+) -> tuple[Run, TrainState]:
+    """Build everything the loop needs. Every input is checked before an old run in output_dir is replaced."""
     run_dir = Path(args.output_dir)
-    prepare_output_dir(run_dir, args, accelerator)
-    checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    resuming = args.resume_from_checkpoint is not None
+    check_output_dir(run_dir, args.overwrite_output_dir, resuming)
+    checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if resuming else None
+    record = arguments_record(model_args, data_args, args, launch=launch_facts(accelerator))
+    changed = check_resume_arguments(run_dir, record) if resuming else {}
+    resolve_model_source(model_args.model_name_or_path, "--model_name_or_path")
     check_max_seq_len(model_args, data_args)
+    if args.push_to_hub:
+        check_hub_access(args.hub_model_id)  # now, not after hours of training
     set_seed(args.seed)
 
     dataset = load_data(data_args, accelerator)
     label_names = dataset["train"].features["label"].names
     tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.revision)
-    with accelerator.main_process_first():
-        tokenized = tokenize_dataset(dataset, tokenizer, data_args.max_seq_len)
     model = load_model(
         model_args.model_name_or_path,
         label_names,
         revision=model_args.revision,
         attn_implementation=model_args.attn_implementation,
     )
+    weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    check_free_space(run_dir, weight_bytes, args.save_total_limit, args.overwrite_output_dir and not resuming)
+    if not resuming:
+        replace_old_run(run_dir, accelerator)  # only now: everything above could still refuse the run
+
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, data_args.max_seq_len)
     if args.torch_compile:
         model = torch.compile(model, dynamic=True)
 
@@ -246,13 +263,7 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         state = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"Resumed from {checkpoint} (epoch {state.epoch}, step {state.global_step})")
     if accelerator.is_main_process:
-        write_json(
-            run_dir / "args.json",
-            {
-                name: dataclasses.asdict(value)
-                for name, value in zip(("model", "data", "training"), (model_args, data_args, args), strict=True)
-            },
-        )
+        write_arguments(run_dir, record, checkpoint, changed)
     if args.report_to != "none":
         accelerator.init_trackers("hf_indosent", config=_flat_config(model_args, data_args, args))
     run = Run(
@@ -269,7 +280,35 @@ def setup(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         run_dir=run_dir,
         args=args,
     )
+    if accelerator.is_main_process:
+        print(start_summary(run_facts(run, model_args, dataset, weight_bytes)), flush=True)
     return run, state
+
+
+def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDict, weight_bytes: int) -> dict:
+    """The start summary's figures (see :func:`hf_indosent.reporting.start_summary`)."""
+    accelerator, args = run.accelerator, run.args
+    splits = {name: split.num_rows for name, split in dataset.items()}
+    if "test" in dataset and "test" not in run.eval_loaders:
+        splits["test (unlabelled, not scored)"] = splits.pop("test")
+    every = [f"{args.checkpointing_steps} steps" if args.checkpointing_steps else ""]
+    every.append(f"{args.checkpointing_minutes:g} min" if args.checkpointing_minutes else "")
+    every = [item for item in every if item]
+    return {
+        "model": model_args.model_name_or_path,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "labels": run.label_names,
+        "splits": splits,
+        "steps_per_epoch": len(run.train_loader),
+        "epochs": args.num_train_epochs,
+        "batch_size": args.per_device_train_batch_size,
+        "processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "threads": torch.get_num_threads(),
+        "precision": accelerator.mixed_precision if accelerator.mixed_precision != "no" else "fp32",
+        "run_dir": run.run_dir,
+        "checkpoint_every": f", every {' and '.join(every)}" if every else "",
+    }
 
 
 def _flat_config(*groups: Any) -> dict[str, Any]:
@@ -374,6 +413,63 @@ def forward_backward(
     return loss, torch.cat(logits)[batch["restore"]]
 
 
+def checkpoint_wanted(run: Run, state: TrainState) -> tuple[bool, bool]:
+    """(stop now, checkpoint due) after an optimizer step, the same on every process.
+
+    A stop is asked by SIGINT/SIGTERM (:class:`StopRequests`); a checkpoint is due every ``checkpointing_steps`` and
+    after ``checkpointing_minutes``. With several processes the flags are combined (any process's signal or clock
+    counts) every ``logging_steps``, so steps are not synchronised with the host more often than the log is.
+    """
+    args, accelerator = run.args, run.accelerator
+    stop = run.stops.signum is not None
+    due = bool(args.checkpointing_steps) and state.global_step % args.checkpointing_steps == 0
+    if accelerator.num_processes == 1:
+        return stop, due or run.clock.due()
+    if state.global_step % args.logging_steps:
+        return False, due
+    flags = torch.tensor([float(stop), float(run.clock.due())], device=accelerator.device)
+    stop_any, clock_any = (accelerator.reduce(flags, "sum") > 0).tolist()
+    return stop_any, due or clock_any
+
+
+def checkpoint(run: Run, state: TrainState) -> Path:
+    path = save_checkpoint(run.accelerator, run.run_dir, state, run.args.save_total_limit)
+    run.clock.reset()
+    return path
+
+
+def stopped_message(state: TrainState, path: Path) -> str:
+    """What an interrupted run says: where its work is and the exact command that continues it."""
+    return (
+        f"stopped: checkpoint saved at epoch {state.epoch + 1}, step {state.global_step} ({path}). "
+        f"Continue with: {resume_command()}"
+    )
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """This run's own command line with ``--resume_from_checkpoint latest`` (and without overwriting)."""
+    argv = list(sys.argv if argv is None else argv)
+    script, rest = argv[0], argv[1:]
+    kept: list[str] = []
+    skip = False
+    for index, arg in enumerate(rest):
+        if skip:
+            skip = False
+            continue
+        if arg in ("--overwrite_output_dir", "--resume_from_checkpoint"):
+            following = rest[index + 1] if index + 1 < len(rest) else ""
+            skip = arg == "--resume_from_checkpoint" or following.lower() in ("true", "false", "yes", "no", "1", "0")
+            continue
+        kept.append(arg)
+    if Path(script).name == "hf-indosent":
+        prefix = ["hf-indosent"]
+    elif "ACCELERATE_MIXED_PRECISION" in os.environ:  # set by `accelerate launch`
+        prefix = ["accelerate", "launch", script]
+    else:
+        prefix = ["python", script]
+    return shlex.join([*prefix, *kept, "--resume_from_checkpoint", "latest"])
+
+
 def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     """Train over the epoch's remaining batches; returns the epoch's loss, train metrics and throughput counts."""
     accelerator, model, optimizer, args = run.accelerator, run.model, run.optimizer, run.args
@@ -383,12 +479,9 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     if state.step_in_epoch:
         loader = accelerator.skip_first_batches(loader, state.step_in_epoch)
     tally = EpochTally(accelerator.device, state.global_step)
-    progress = tqdm(
-        total=len(run.train_loader),
-        initial=state.step_in_epoch,
-        desc=f"(Epoch {state.epoch + 1})",
-        disable=not accelerator.is_local_main_process,
-    )
+    progress = run.progress or tqdm(disable=True)
+    epochs = f"{state.epoch + 1}/{args.num_train_epochs}"
+    progress.set_description(f"(Epoch {epochs})")
     for batch in loader:
         with accelerator.accumulate(model):
             loss, logits = forward_backward(accelerator, model, batch)
@@ -408,14 +501,16 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
         tally.step += 1
         if state.global_step % args.logging_steps == 0:
             running, lr = tally.running_loss(state), current_lr(optimizer)
-            progress.set_description(f"(Epoch {state.epoch + 1}) TRAIN LOSS:{running:.4f} LR:{lr:.8f}")
+            progress.set_description(f"(Epoch {epochs}) TRAIN LOSS:{running:.4f} LR:{lr:.8f}")
             if args.report_to != "none":
                 accelerator.log({"train/loss": running, "train/lr": lr}, step=state.global_step)
-        if args.checkpointing_steps and state.global_step % args.checkpointing_steps == 0:
+        stop, due = checkpoint_wanted(run, state)
+        if stop or (due and state.step_in_epoch < len(run.train_loader)):  # the epoch end saves its own
             tally.fold_into(state, accelerator)
-            save_checkpoint(accelerator, run.run_dir, state, args.save_total_limit)
+            path = checkpoint(run, state)
             tally.started = time.perf_counter()  # saving is not training time
-    progress.close()
+            if stop:
+                raise Interrupted(run.stops.signum or signal.SIGINT, stopped_message(state, path))
     tally.fold_into(state, accelerator)
     sums = state.epoch_sums
     return {
@@ -467,18 +562,23 @@ def save_best(run: Run) -> None:
         if staging.exists():
             shutil.rmtree(staging)
         model: PreTrainedModel = accelerator.unwrap_model(run.model)
-        model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
-        run.tokenizer.save_pretrained(staging)
+        with removed_on_error(staging):
+            model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
+            run.tokenizer.save_pretrained(staging)
+            make_readable(staging)
         replace_dir(staging, target)
     accelerator.wait_for_everyone()
 
 
 def load_best_weights(run: Run) -> None:
-    """Put the best model's weights back into the (wrapped) model, e.g. to score the test split."""
-    weights = {}
-    for file in sorted((run.run_dir / BEST_DIR).glob("*.safetensors")):
-        weights.update(load_file(file))
-    run.accelerator.unwrap_model(run.model).load_state_dict(weights, strict=False)
+    """Put the best model's weights back into the (wrapped) model, e.g. to score the test split.
+
+    Loaded through ``from_pretrained`` (which restores tied weights) and copied with ``strict=True``: a missing,
+    unexpected or differently shaped tensor is an error, never a silently half-loaded model.
+    """
+    model = run.accelerator.unwrap_model(run.model)
+    best = type(model).from_pretrained(run.run_dir / BEST_DIR, attn_implementation=model.config._attn_implementation)
+    model.load_state_dict(best.state_dict(), strict=True)
 
 
 def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], lr: float, started: float) -> bool:
@@ -488,13 +588,11 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
     """
     accelerator, args = run.accelerator, run.args
     epoch = state.epoch + 1
-    accelerator.print(
-        f"(Epoch {epoch}) TRAIN LOSS:{train_metrics['loss']:.4f} {metrics_to_string(train_metrics)} LR:{lr:.8f}"
-    )
+    run.say(f"(Epoch {epoch}) TRAIN LOSS:{train_metrics['loss']:.4f} {metrics_to_string(train_metrics)} LR:{lr:.8f}")
     validation_started = time.perf_counter()
     validation, preds, refs = evaluate(run, run.eval_loaders["validation"], desc=f"(Epoch {epoch}) validation")
     validation_seconds = time.perf_counter() - validation_started
-    accelerator.print(f"(Epoch {epoch}) VALID LOSS:{validation['loss']:.4f} {metrics_to_string(validation)}")
+    run.say(f"(Epoch {epoch}) VALID LOSS:{validation['loss']:.4f} {metrics_to_string(validation)}")
 
     state.epoch = epoch
     state.step_in_epoch = 0
@@ -511,7 +609,7 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
         save_best(run)
     else:
         state.epochs_without_improvement += 1
-        accelerator.print(f"(Epoch {epoch}) no improvement for {state.epochs_without_improvement} epoch(s)")
+        run.say(f"(Epoch {epoch}) no improvement for {state.epochs_without_improvement} epoch(s)")
     state.history.append(
         {
             "epoch": epoch,
@@ -529,7 +627,7 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
     if accelerator.is_main_process:
         write_log(run.run_dir / "log.jsonl", state.history)
         plot_training_curves(state.history, run.run_dir / "training_curves.png")
-    save_checkpoint(accelerator, run.run_dir, state, args.save_total_limit)
+    checkpoint(run, state)
     return state.epochs_without_improvement >= args.early_stopping_patience
 
 
@@ -553,7 +651,7 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
         load_best_weights(run)
         test, _, _ = evaluate(run, run.eval_loaders["test"], desc="test (best model)")
         results["test"] = test
-        accelerator.print(f"TEST (best model) LOSS:{test['loss']:.4f} {metrics_to_string(test)}")
+        run.say(f"TEST (best model) LOSS:{test['loss']:.4f} {metrics_to_string(test)}")
     if accelerator.is_main_process:
         write_json(run.run_dir / "metrics.json", results)
         plot_confusion_matrix(
@@ -571,7 +669,37 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
 
 def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> dict[str, Any]:
     """Run (or resume) a training run; returns what metrics.json holds."""
-    run, state = setup(model_args, data_args, args)
+    started = time.perf_counter()
+    accelerator = make_accelerator(args)
+    warn_if_few_cpu_threads(accelerator)
+    lock = lock_run_dir(Path(args.output_dir), accelerator)  # a second run into this folder stops here, at once
+    try:
+        run, state = setup(accelerator, model_args, data_args, args)
+        with (
+            StopRequests() as run.stops,
+            tqdm(
+                total=len(run.train_loader) * args.num_train_epochs,
+                initial=min(state.epoch * len(run.train_loader) + state.step_in_epoch, 10**12),
+                unit="step",
+                disable=not accelerator.is_local_main_process,
+            ) as run.progress,
+        ):
+            run.clock = CheckpointClock(args.checkpointing_minutes)
+            results = fit(run, state)
+    finally:
+        accelerator.end_training()
+        lock.release()
+    if accelerator.is_main_process:
+        hint = f" --data_dir {data_args.data_dir}" if data_args.data_dir else ""
+        print(final_summary(run.run_dir, results, (time.perf_counter() - started) / 60, hint), flush=True)
+    if args.push_to_hub and accelerator.is_main_process:
+        push_best(run)
+    return results
+
+
+def fit(run: Run, state: TrainState) -> dict[str, Any]:
+    """The epochs: train, step the scheduler, evaluate and save, until the last epoch or early stopping."""
+    args = run.args
     stopped_early = state.epochs_without_improvement >= args.early_stopping_patience
     while state.epoch < args.num_train_epochs and not stopped_early:
         started = time.perf_counter()
@@ -579,23 +707,26 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         train_metrics = train_one_epoch(run, state)
         run.scheduler.step()  # StepLR decays once per epoch, after training, as in the tutorial
         stopped_early = end_of_epoch(run, state, train_metrics, lr, started)
+        if run.stops.signum is not None:  # a signal during validation: the epoch's checkpoint is saved
+            raise Interrupted(run.stops.signum, stopped_message(state, run.run_dir / CHECKPOINTS))
     if stopped_early:
-        run.accelerator.print(
+        run.say(
             f"Early stopping: no better validation {args.metric_for_best_model} for {args.early_stopping_patience} "
             f"epoch(s); best epoch {state.best_epoch}"
         )
-    results = finish(run, state, stopped_early)
-    if args.push_to_hub and run.accelerator.is_main_process:
-        try:
-            url = push_to_hub(run.run_dir / BEST_DIR, args.hub_model_id, private=args.hub_private, run_dir=run.run_dir)
-        except HubPushError as err:
-            raise HubPushError(
-                f"training finished (best model in {run.run_dir / BEST_DIR}) but the upload failed: {err}. "
-                f"Retry with: hf-indosent push --model {run.run_dir} --repo-id {args.hub_model_id}"
-            ) from None
-        run.accelerator.print(f"Pushed best model to {url}")
-    run.accelerator.end_training()
-    return results
+    return finish(run, state, stopped_early)
+
+
+def push_best(run: Run) -> None:
+    args = run.args
+    try:
+        url = push_to_hub(run.run_dir / BEST_DIR, args.hub_model_id, private=args.hub_private, run_dir=run.run_dir)
+    except HubPushError as err:
+        raise HubPushError(
+            f"training finished (best model in {run.run_dir / BEST_DIR}) but the upload failed: {err}. "
+            f"Retry with: hf-indosent push --model {run.run_dir} --repo-id {args.hub_model_id}"
+        ) from None
+    print(f"Pushed best model to {url}")
 
 
 def cli_run(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> int:

@@ -3,7 +3,8 @@
     python tests/crash_runner.py hf_indosent.training:save_checkpoint 4 after -- --output_dir ... (train arguments)
 
 `before` kills on entry to the N-th call, `after` once it has returned. SIGKILL leaves no chance to clean up,
-like a power cut or the out-of-memory killer.
+like a power cut or the out-of-memory killer. ``CRASH_SIGNAL=SIGINT`` (or SIGTERM) sends that signal instead, as
+Ctrl-C or a scheduler's stop would.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import importlib
 import os
 import signal
 import sys
+
+
+SIGNAL = getattr(signal, os.environ.get("CRASH_SIGNAL", "SIGKILL"))
 
 
 def kill_at(target: str, nth: int, when: str) -> None:
@@ -26,10 +30,10 @@ def kill_at(target: str, nth: int, when: str) -> None:
         nonlocal calls
         calls += 1
         if calls == nth and when == "before":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), SIGNAL)
         result = original(*args, **kwargs)
         if calls == nth and when == "after":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), SIGNAL)
         return result
 
     setattr(module, name, wrapper)

@@ -20,7 +20,8 @@ from transformers import pipeline
 
 from hf_indosent import cli, predict
 from hf_indosent.data import LABEL_NAMES, MASKED_TEST_FILE
-from hf_indosent.prediction import BadInput, Predictor, resolve_device
+from hf_indosent.prediction import Predictor, resolve_device
+from hf_indosent.textio import BadInput
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

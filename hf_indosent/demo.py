@@ -1,0 +1,388 @@
+"""A demo people can click: ``hf-indosent demo`` (a local Gradio app) and the Hugging Face Space that runs the same app.
+
+One page: a text tab (type or pick an SmSA-style example, see a bar per label with the model's own label names) and a
+file tab (one text per line, or a CSV/TSV column with a header; returns a CSV in input order), with the model's
+headline metrics beside them. Predictions go through :class:`hf_indosent.prediction.Predictor`, the batched path of
+``hf-indosent predict``, so the page, the CLI and the Space give the same labels.
+
+Gradio is an optional extra (``pip install -e ".[demo]"``) and is imported only inside the functions that need it.
+Bad input (an empty text, a file over the limits, a binary file) ends as a message in the page, never as a crash of
+the server. Nothing here reaches the network except what is asked for: Gradio's analytics are off unless
+``GRADIO_ANALYTICS_ENABLED`` says otherwise, the server listens on 127.0.0.1 unless ``--host``/``--share`` are given,
+and only a Hub model id (not a local folder) makes the page load that model's card from the Hub.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.errors import HTTPError
+
+from hf_indosent.arguments import DEFAULT_HOST, DemoArguments, check_repo_id
+from hf_indosent.data import DataFormatError
+from hf_indosent.hub import HubPushError, _reason, require_token
+from hf_indosent.model_card import CARD_METRICS, WIDGET_EXAMPLES
+from hf_indosent.modeling import BEST_DIR
+from hf_indosent.prediction import Predictor
+from hf_indosent.textio import BadInput, ResultWriter, read_column, read_lines
+
+if TYPE_CHECKING:
+    import gradio
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install -e ".[demo]"'
+DEFAULT_TITLE = "Indonesian sentiment (SmSA)"
+# Short reviews written like SmSA texts (lower case, spaces around punctuation).
+EXAMPLES: tuple[str, ...] = (
+    "makanan nya enak sekali .",
+    "pelayanan nya lambat dan kasar .",
+    *(example["text"] for example in WIDGET_EXAMPLES),
+)
+# Limits that keep one visitor from tying up a CPU for minutes; larger jobs belong to `hf-indosent predict --file`.
+MAX_TEXT_CHARS = 5_000
+MAX_FILE_ROWS = 10_000
+MAX_FILE_BYTES = 5 * 1024 * 1024
+LIMITS_TEXT = (
+    f"At most {MAX_FILE_ROWS:,} rows and {MAX_FILE_BYTES // (1024 * 1024)} MB per file, {MAX_TEXT_CHARS:,} characters "
+    "per text; for more, use `hf-indosent predict --file`."
+)
+SNIFF_BYTES = 8192
+"""A NUL byte in this many leading bytes marks a file as binary (UTF-8 text never contains one)."""
+CONCURRENCY_ID = "model"
+"""Both tabs share one queue slot: a fast tokenizer is not safe to call from two threads at once."""
+
+# The Space: `hf_indosent` is not on PyPI, so its requirement line is a placeholder the maintainer points at the code.
+PACKAGE_REQUIREMENT = "hf_indosent"
+SPACE_COMMIT_MESSAGE = "Upload Gradio demo (hf_indosent)"
+
+
+def _import_gradio() -> Any:
+    """Gradio, with its analytics off (no phone-home) unless the user asked for them."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio
+    except ImportError:
+        raise ImportError(f"gradio is not installed: {INSTALL_HINT}") from None
+    return gradio
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Headline metrics: metrics.json of a local run, or the model-index of a Hub model card
+
+
+def headline_metrics(model_path: str) -> tuple[dict[str, dict[str, float]], str]:
+    """``{split: {metric: value}}`` and where they come from (or why there are none); never raises.
+
+    ``model_path`` is a resolved model (a loaded Predictor's ``model_path``). A local folder reads ``metrics.json``
+    next to it, i.e. the run folder that holds ``best/`` (what training's ``finish()`` writes); a Hub id reads the
+    model card's model-index, which fails softly when the Hub cannot be reached.
+    """
+    if Path(model_path).is_dir():
+        path = Path(model_path).parent / "metrics.json"
+        if not path.is_file():
+            return {}, f"no metrics: {path} not found (it is written when training ends)"
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return {}, f"no metrics: {path} cannot be read ({err})"
+        found = {
+            split: {
+                key: content[split][key] for key in CARD_METRICS if isinstance(content[split].get(key), int | float)
+            }
+            for split in ("validation", "test")
+            if isinstance(content.get(split), dict)
+        }
+        epoch = f", best epoch {content['best_epoch']}" if content.get("best_epoch") is not None else ""
+        return {split: values for split, values in found.items() if values}, f"from {path.name}{epoch}"
+    try:
+        card = ModelCard.load(model_path)
+    except (OSError, ValueError, yaml.YAMLError) as err:  # offline, no such repo or card, a card that does not parse
+        logger.warning("model card of %s not loaded: %s", model_path, err)
+        return {}, f"no metrics: the model card of {model_path} could not be loaded ({type(err).__name__})"
+    splits: dict[str, dict[str, float]] = {}
+    for result in card.data.eval_results or []:
+        if isinstance(result.metric_value, int | float):
+            splits.setdefault(result.dataset_split or "results", {})[result.metric_type] = result.metric_value
+    if not splits:
+        return {}, f"no metrics in the model card of {model_path}"
+    return splits, f"from the model card of {model_path}"
+
+
+def metrics_markdown(model: str | Path, model_path: str, label_names: list[str]) -> str:
+    """The side panel: which model, its labels, its headline metrics table and the page's limits."""
+    splits, source = headline_metrics(model_path)
+    name = str(model)
+    if Path(model).is_dir():  # the folder's name, not a path of this machine
+        folder = Path(model).resolve()
+        name = f"{folder.parent.name}/{BEST_DIR}" if folder.name == BEST_DIR else folder.name
+    sections = [f"### Model\n`{name}` · labels: {', '.join(label_names)}"]
+    table = ""
+    if splits:  # one row per metric, one column per split: narrow enough for a side panel
+        keys = [key for key in CARD_METRICS if any(key in values for values in splits.values())]
+        keys += sorted({key for values in splits.values() for key in values} - set(keys))
+        rows = ["| metric | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
+        for key in keys:
+            cells = [f"{values[key]:.3f}" if key in values else "" for values in splits.values()]
+            rows.append(f"| {CARD_METRICS.get(key, key)} | " + " | ".join(cells) + " |")
+        table = "\n".join(rows) + "\n\n"
+    sections.append(f"### Headline metrics\n{table}_{source}_")
+    sections.append(f"### Limits\n{LIMITS_TEXT}")
+    return "\n\n".join(sections)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The app
+
+
+def _file_rows(path: Path, text_column: str) -> Iterator[str | BadInput]:
+    """The rows of an uploaded file, read with the CLI's readers: lines, or the named column of a CSV/TSV."""
+    if text_column:
+        yield from read_column(str(path), text_column)
+        return
+    with open(path, "rb") as handle:
+        yield from read_lines(handle)
+
+
+def _check_upload(gr: Any, path: Path) -> None:
+    """Refuse files over the byte limit, empty files and binary files before anything is read as text."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise gr.Error(
+            f"{path.name} is {size / (1024 * 1024):.1f} MB; the demo takes at most "
+            f"{MAX_FILE_BYTES // (1024 * 1024)} MB. Split it, or use `hf-indosent predict --file`.",
+            print_exception=False,
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if not head:
+        raise gr.Error(f"{path.name} is empty: upload a file with one text per line.", print_exception=False)
+    if b"\x00" in head:
+        raise gr.Error(
+            f"{path.name} looks like a binary file (it contains NUL bytes), not text: upload a UTF-8 .txt, .csv "
+            "or .tsv file.",
+            print_exception=False,
+        )
+
+
+def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | None = None) -> gradio.Blocks:
+    """The demo as a ``gradio.Blocks``: load the model once, then ``.launch()`` it locally or on a Space.
+
+    ``model`` is a training run folder, its ``best/`` folder or a Hub id, as for ``hf-indosent predict``.
+    """
+    gr = _import_gradio()
+    predictor = Predictor(model, device=device)
+    labels = predictor.label_names
+    workdir = Path(tempfile.mkdtemp(prefix="hf-indosent-demo-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+
+    def classify(text: str | None) -> dict[str, float]:
+        if not text or not text.strip():
+            raise gr.Error(
+                "The text box is empty: type an Indonesian sentence or pick an example.", print_exception=False
+            )
+        if len(text) > MAX_TEXT_CHARS:
+            raise gr.Error(
+                f"The text has {len(text):,} characters; the demo takes at most {MAX_TEXT_CHARS:,}. Shorten it, or "
+                "use the file tab or `hf-indosent predict`.",
+                print_exception=False,
+            )
+        (result,) = predictor([text])
+        if result["error"] is not None:
+            raise gr.Error(f"Cannot classify this text: {result['error']}.", print_exception=False)
+        return result["scores"]
+
+    def classify_file(file: str | None, text_column: str | None) -> tuple[str, str]:
+        if not file:
+            raise gr.Error("No file: upload a .txt (one text per line), .csv or .tsv file.", print_exception=False)
+        path = Path(file)
+        column = (text_column or "").strip()
+        _check_upload(gr, path)
+        try:
+            rows = list(itertools.islice(_file_rows(path, column), MAX_FILE_ROWS + 1))
+        except DataFormatError as err:
+            where = f", line {err.line}" if err.line is not None else ""
+            fix = err.fix.replace("Set --text_column", "Type one of those names in 'Text column'")
+            raise gr.Error(f"{path.name}{where}: {err.problem}. {fix}.", print_exception=False) from None
+        if len(rows) > MAX_FILE_ROWS:
+            raise gr.Error(
+                f"{path.name} has more than {MAX_FILE_ROWS:,} rows; the demo takes at most {MAX_FILE_ROWS:,}. Split "
+                "it, or use `hf-indosent predict --file`.",
+                print_exception=False,
+            )
+        output = Path(tempfile.mkdtemp(dir=workdir)) / f"{path.stem}-predictions.csv"
+        errors = 0
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            writer = ResultWriter(handle, "csv", labels)
+            for index, (row, result) in enumerate(zip(rows, predictor.stream(rows), strict=True)):
+                writer.write(index, row, result)
+                errors += result["error"] is not None
+        summary = f"{len(rows):,} rows classified, in input order."
+        if errors:
+            summary = (
+                f"{len(rows) - errors:,} of {len(rows):,} rows classified; {errors:,} have no label (see 'error')."
+            )
+            gr.Warning(f"{errors:,} of {len(rows):,} rows could not be classified: their 'error' column says why.")
+        return str(output), summary
+
+    with gr.Blocks(title=title, delete_cache=(3600, 3600)) as app:
+        gr.Markdown(f"# {title}\nSentiment of Indonesian text: {', '.join(labels)}.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Tab("Text"):
+                    text = gr.Textbox(
+                        label="Indonesian text",
+                        lines=3,
+                        max_length=MAX_TEXT_CHARS,
+                        placeholder=EXAMPLES[0],
+                        elem_id="input-text",
+                    )
+                    button = gr.Button("Classify", variant="primary", elem_id="classify")
+                    label = gr.Label(label="Sentiment", num_top_classes=len(labels), elem_id="sentiment")
+                    gr.Examples(list(EXAMPLES), inputs=text, label="Examples (SmSA style)")
+                with gr.Tab("File"):
+                    gr.Markdown(
+                        "A .txt file with one text per line, or a .csv/.tsv file with a header row: type the name of "
+                        f"its text column. The result is a CSV in input order. {LIMITS_TEXT}"
+                    )
+                    upload = gr.File(label="Input file", file_types=[".txt", ".csv", ".tsv"], type="filepath")
+                    column = gr.Textbox(label="Text column (CSV/TSV with a header; empty: one text per line)")
+                    file_button = gr.Button("Classify file", variant="primary")
+                    download = gr.File(label="Predictions (CSV)")
+                    summary = gr.Markdown()
+            with gr.Column(scale=2):
+                gr.Markdown(metrics_markdown(model, predictor.model_path, labels))
+        events = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
+        gr.on([button.click, text.submit], classify, inputs=text, outputs=label, api_name="classify", **events)
+        file_button.click(
+            classify_file, inputs=[upload, column], outputs=[download, summary], api_name="classify_file", **events
+        )
+    return app
+
+
+def launch(
+    app: gradio.Blocks, *, host: str = DEFAULT_HOST, port: int | None = None, share: bool = False, block: bool = True
+) -> str:
+    """Serve ``app`` (uploads over the byte limit are refused by the server itself); returns the local URL."""
+    app.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=MAX_FILE_BYTES,
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )
+    return str(app.local_url)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Hugging Face Space
+
+
+def write_space(
+    folder: str | Path, model_id: str, *, title: str = DEFAULT_TITLE, package: str = PACKAGE_REQUIREMENT
+) -> Path:
+    """Write a Gradio Space for Hub model ``model_id`` into ``folder``: app.py, requirements.txt, README.md.
+
+    ``app.py`` runs :func:`build_app` from this module, so the Space and ``hf-indosent demo`` are the same app.
+    ``requirements.txt`` needs this package, which is not on PyPI: its line is ``package``, by default the bare name
+    ``hf_indosent`` as a placeholder. Point it at your copy before the Space can build, e.g.
+    ``package="hf-indosent @ git+https://github.com/<you>/hf_indosent@<tag>"``. It also pins gradio to the version
+    installed here (the README's ``sdk_version``, so the Space runs what was tested), plus torch and transformers.
+    """
+    check_repo_id(model_id)
+    gradio = _import_gradio()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text(
+        f'"""Gradio Space for {model_id}: the app of `hf-indosent demo` (hf_indosent.demo.build_app)."""\n\n'
+        "from hf_indosent.demo import MAX_FILE_BYTES, build_app\n\n"
+        f"build_app({model_id!r}, title={title!r}).launch(max_file_size=MAX_FILE_BYTES)\n",
+        encoding="utf-8",
+    )
+    (folder / "requirements.txt").write_text(
+        "# hf_indosent is not on PyPI: point this line at your copy (write_space's `package`), e.g.\n"
+        "# hf-indosent @ git+https://github.com/<you>/hf_indosent@<tag>\n"
+        f"{package}\n"
+        f"gradio=={gradio.__version__}\n"
+        "torch>=2.13\n"
+        "transformers>=5.23\n",
+        encoding="utf-8",
+    )
+    front_matter = {
+        "title": title,
+        "emoji": "💬",
+        "colorFrom": "blue",
+        "colorTo": "green",
+        "sdk": "gradio",
+        "sdk_version": gradio.__version__,
+        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "app_file": "app.py",
+        "models": [model_id],
+        "pinned": False,
+    }
+    body = (
+        f"# {title}\n\n"
+        f"Indonesian sentiment (IndoNLU SmSA) with [{model_id}](https://huggingface.co/{model_id}): type a text, or "
+        f"upload a file and download the predictions as CSV.\n\n{LIMITS_TEXT}\n\n"
+        "Generated by `hf_indosent.demo.write_space`; the app is `hf_indosent.demo.build_app`.\n"
+    )
+    yaml_text = yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True)
+    (folder / "README.md").write_text(f"---\n{yaml_text}---\n\n{body}", encoding="utf-8")
+    return folder
+
+
+def push_space(
+    space_id: str,
+    model_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    title: str = DEFAULT_TITLE,
+    package: str = PACKAGE_REQUIREMENT,
+) -> str:
+    """Create (or update) Space ``space_id`` running the demo of Hub model ``model_id``; returns the Space URL.
+
+    ``title`` and ``package`` are as for :func:`write_space`. Token and ids are checked before anything is created.
+    Hub problems raise :class:`HubPushError` with a one-line reason, scrubbed of the token.
+    """
+    check_repo_id(space_id)
+    check_repo_id(model_id)
+    token = require_token(token)
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix="hf-indosent-space-") as folder:
+        write_space(folder, model_id, title=title, package=package)
+        try:
+            url = api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+            api.upload_folder(
+                repo_id=space_id, repo_type="space", folder_path=folder, commit_message=SPACE_COMMIT_MESSAGE
+            )
+        except (OSError, HTTPError) as err:  # HfHubHTTPError, OfflineModeIsEnabled and connection errors
+            raise HubPushError(f"cannot push Space {space_id}: {_reason(err)}".replace(token, "<token>")) from None
+    logger.info("uploaded the demo of %s to %s", model_id, url)
+    return str(url)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def cli_run(args: DemoArguments) -> int:
+    """``hf-indosent demo`` after argument parsing: serve until Ctrl-C (errors become one line in hf_indosent.cli)."""
+    _import_gradio()  # before the model loads: without gradio, say how to install it at once
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own requests to the local server, one per start
+    launch(build_app(args.model, device=args.device), host=args.host, port=args.port, share=args.share)
+    return 0

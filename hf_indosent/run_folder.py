@@ -1,0 +1,231 @@
+"""The run folder (``output_dir``) of a training run: never two runs in it, never lost before the new run is sure.
+
+Everything a new run needs is checked before an old run is touched (see :func:`hf_indosent.training.setup`); this
+module holds the folder's side of it: the lock, the "already holds a run" refusal, the free-space estimate, the
+comparison of a resumed run's settings with the ones it started with, and ``args.json``, the record of what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from hf_indosent.arguments import ArgumentError
+from hf_indosent.checkpointing import CHECKPOINTS, write_atomic
+from hf_indosent.modeling import BEST_DIR
+
+LOCK_FILE = ".lock"
+ARGS_FILE = "args.json"
+RUN_FILES = (
+    BEST_DIR,
+    CHECKPOINTS,
+    "metrics.json",
+    "log.jsonl",
+    ARGS_FILE,
+    "training_curves.png",
+    "confusion_matrix.png",
+    "runs",
+)
+RESUMABLE = frozenset(
+    {
+        "num_train_epochs",
+        "early_stopping_patience",
+        "logging_steps",
+        "report_to",
+        "checkpointing_steps",
+        "checkpointing_minutes",
+        "save_total_limit",
+        "resume_from_checkpoint",
+        "overwrite_output_dir",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_private",
+        "dataloader_num_workers",
+        "dataset_cache_dir",
+        "output_dir",
+    }
+)
+"""Settings a resumed run may change: they do not alter what the steps already taken computed."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is training into the same output_dir."""
+
+
+class RunLock:
+    """An exclusive lock on a run folder, so two trainings never write into it together.
+
+    ``flock`` on ``output_dir/.lock``: the kernel drops it when its process dies, however it dies, so a stale lock
+    (its process gone, its file left behind) is simply taken over. The file names the holder (pid, host, start time)
+    for the refusal, and is removed when the run ends.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace")
+                os.close(fd)
+                raise RunLockedError(
+                    f"output_dir {str(self.path.parent)!r} is in use by another training run ({_holder(holder)}): "
+                    "wait for it to finish or stop it, or choose another --output_dir"
+                ) from None
+            try:
+                same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if same_file:
+                break
+            os.close(fd)  # the holder removed the file while we waited for it: lock the new one instead
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # before closing: a process that opens it next locks a new file
+            os.close(self.fd)
+            self.fd = None
+
+
+def _holder(record: str) -> str:
+    try:
+        info = json.loads(record)
+        return f"process {info['pid']} on {info['host']}, started {info['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def lock_run_dir(run_dir: Path, accelerator: Accelerator) -> RunLock:
+    """Take the run folder's lock on the main process; every process raises if it is taken (no process hangs)."""
+    lock = RunLock(run_dir)
+    problem: Exception | None = None
+    if accelerator.is_main_process:
+        try:
+            lock.acquire()
+        except (RunLockedError, OSError) as err:
+            problem = err
+    if accelerator.num_processes > 1:
+        shared = [None if problem is None else str(problem)]
+        broadcast_object_list(shared, from_process=0)
+        if problem is None and shared[0] is not None:
+            problem = RunLockedError(shared[0])
+    if problem is not None:
+        raise problem
+    return lock
+
+
+def existing_run_files(run_dir: Path) -> list[str]:
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
+    """Refuse to mix two runs in one folder unless asked to overwrite (or to resume)."""
+    existing = existing_run_files(run_dir)
+    if existing and not overwrite and not resuming:
+        raise FileExistsError(
+            f"output_dir {str(run_dir)!r} already holds a run ({', '.join(existing)}). Pass --overwrite_output_dir "
+            "to replace it, --resume_from_checkpoint latest to continue it, or choose another --output_dir."
+        )
+
+
+def replace_old_run(run_dir: Path, accelerator: Accelerator) -> None:
+    """Delete the previous run's files: called only once everything the new run needs has been checked."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for name in existing_run_files(run_dir):
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+
+def _folder_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def _gb(size: float) -> str:
+    return f"{size / 1e9:.2f} GB"
+
+
+def check_free_space(run_dir: Path, weight_bytes: int, keep: int, overwrite: bool) -> None:
+    """Refuse to start when the disk cannot hold the run: best/ and ``keep`` checkpoints (weights + Adam state).
+
+    A checkpoint holds the weights and Adam's two moments (about 3x the weights); while one is written, the oldest
+    is still there, and while best/ is replaced, the old one is too. Files an overwrite will delete count as free.
+    """
+    need = weight_bytes * (3 * (keep + 1) + 2)
+    existing = run_dir if run_dir.exists() else next(parent for parent in run_dir.parents if parent.exists())
+    free = shutil.disk_usage(existing).free
+    if overwrite and run_dir.is_dir():
+        free += sum(_folder_bytes(run_dir / name) for name in existing_run_files(run_dir))
+    if free < need:
+        raise ArgumentError(
+            f"not enough free space for this run in {str(run_dir)!r}: it needs about {_gb(need)} (best model and "
+            f"{keep} checkpoint(s) of {_gb(3 * weight_bytes)} with optimizer state), {_gb(free)} are free. Free some "
+            "space, lower --save_total_limit, or choose another --output_dir"
+        )
+
+
+def arguments_record(*groups: Any, launch: dict[str, Any]) -> dict[str, Any]:
+    """What ``args.json`` holds: the model, data and training arguments as JSON values, and how it was launched."""
+    names = ("model", "data", "training")
+    record = {name: dataclasses.asdict(group) for name, group in zip(names, groups, strict=True)}
+    record["launch"] = launch
+    return json.loads(json.dumps(record))  # tuples become lists, as they read back
+
+
+def check_resume_arguments(run_dir: Path, record: dict[str, Any]) -> dict[str, list[Any]]:
+    """Refuse to resume with settings that change what was computed; returns the honoured changes (old, new)."""
+    path = run_dir / ARGS_FILE
+    if not path.is_file():
+        return {}
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    refused, honoured = [], {}
+    for group in ("model", "data", "training", "launch"):
+        for key, value in record.get(group, {}).items():
+            old = recorded.get(group, {}).get(key, value)
+            if old == value:
+                continue
+            if key in RESUMABLE:
+                honoured[key] = [old, value]
+            else:
+                refused.append(f"{key} {old!r} -> {value!r}")
+    if refused:
+        raise ArgumentError(
+            f"cannot resume {str(run_dir)!r} with different settings ({'; '.join(refused)}): the steps already "
+            f"taken used the recorded ones ({ARGS_FILE}). Resume with the run's values, or start a new run "
+            "(--overwrite_output_dir or another --output_dir)"
+        )
+    return honoured
+
+
+def write_arguments(run_dir: Path, record: dict[str, Any], resumed_from: Path | None, changed: dict) -> None:
+    """``args.json``: what this run uses now, and for every resume, its checkpoint and the settings it changed."""
+    path = run_dir / ARGS_FILE
+    resumes = []
+    if resumed_from is not None and path.is_file():
+        resumes = json.loads(path.read_text(encoding="utf-8")).get("resumes", [])
+    if resumed_from is not None:
+        resumes.append({"checkpoint": resumed_from.name, "changed": changed})
+    write_atomic(path, json.dumps({**record, "resumes": resumes}, indent=2) + "\n")

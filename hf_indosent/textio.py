@@ -1,0 +1,392 @@
+"""Text in and out for ``predict``: every input kind, streamed, and every output format, written atomically.
+
+Inputs are read lazily, a line, a CSV record or an Arrow batch at a time, so a file of any size costs the memory of
+one batch: text files (one text per line), a TSV or CSV column, a JSON Lines field, a Parquet column, and a `datasets`
+dataset (a ``save_to_disk`` folder, or a Hub dataset streamed). A row that cannot be used keeps its place as a
+:class:`BadInput`; a file that cannot be read without guessing raises :class:`~hf_indosent.data.DataFormatError`
+naming the file, the row and the fix.
+
+Outputs: :class:`ResultWriter` (one row at a time, CSV or JSON Lines) and result tables (CSV, JSON Lines or Parquet)
+written in pieces and concatenated. Files are written to a temporary name beside their destination and renamed into
+place (:func:`atomic_path`), so a reader sees the old file or the whole new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hf_indosent.data import DataFormatError
+
+MIB = 1 << 20
+ARROW_BATCH_ROWS = 4096
+"""Rows converted from Arrow to Python at a time (Parquet row groups, dataset batches)."""
+
+TABLE_FORMATS = ("csv", "jsonl", "parquet")
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """An input row that cannot be classified (e.g. a line that is not UTF-8); its output row carries ``reason``."""
+
+    reason: str
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Readers
+
+
+def read_lines(handle: BinaryIO) -> Iterator[str | BadInput]:
+    """One text per line. A UTF-8 BOM and CRLF endings are tolerated; a line that is not UTF-8 becomes a BadInput."""
+    for number, raw in enumerate(handle, start=1):
+        line = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield BadInput(f"line {number} is not valid UTF-8 ({err.reason} at byte {err.start})")
+
+
+def read_file_lines(path: str) -> Iterator[str | BadInput]:
+    with open(path, "rb") as handle:
+        yield from read_lines(handle)
+
+
+def read_column(path: str, text_column: str) -> Iterator[str | BadInput]:
+    """The ``text_column`` of a TSV (tabs, no quoting, as SmSA) or CSV (RFC 4180) file with a header row."""
+    if Path(path).suffix.lower() == ".csv":
+        yield from _read_csv_column(path, text_column)
+        return
+    with open(path, "rb") as handle:
+        lines = read_lines(handle)
+        header = next(lines, None)
+        if not isinstance(header, str):
+            raise DataFormatError(path, 1, "no UTF-8 header row", "Start the file with a header naming the columns")
+        names = header.split("\t")
+        index = _column_index(path, names, text_column)
+        for number, line in enumerate(lines, start=2):
+            yield line if isinstance(line, BadInput) else _pick(line.split("\t"), number, index, len(names))
+
+
+def _read_csv_column(path: str, text_column: str) -> Iterator[str | BadInput]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, strict=True)
+        try:
+            names = next(reader, None)
+            if names is None:
+                raise DataFormatError(path, None, "file is empty", "Start the file with a header naming the columns")
+            index = _column_index(path, names, text_column)
+            start = reader.line_num + 1
+            for fields in reader:
+                yield _pick(fields, start, index, len(names))
+                start = reader.line_num + 1
+        except (UnicodeDecodeError, csv.Error) as err:
+            # A CSV cannot be resynchronised after a broken quote or byte, so the whole file is refused.
+            raise DataFormatError(
+                path, reader.line_num, f"cannot be read as UTF-8 CSV ({err})", "Fix the quoting or re-save as UTF-8"
+            ) from None
+
+
+def _column_index(path: str, names: list[str], text_column: str) -> int:
+    if text_column not in names:
+        raise DataFormatError(path, 1, f"header {names} has no column {text_column!r}", "Set --text_column")
+    return names.index(text_column)
+
+
+def _pick(fields: list[str], line: int, index: int, width: int) -> str | BadInput:
+    if len(fields) != width:
+        return BadInput(f"line {line} has {len(fields)} columns, the header has {width}")
+    return fields[index]
+
+
+def read_jsonl(path: str, field: str) -> Iterator[Any]:
+    """``field`` of each JSON Lines record. The first record must have it (like a header); later lines that are
+    empty, not JSON objects or without the field keep their row as a BadInput."""
+    checked = False
+    for number, line in enumerate(read_file_lines(path), start=1):
+        record = _json_record(line, number)
+        if isinstance(record, BadInput):
+            yield record
+        elif field in record:
+            checked = True
+            yield record[field]
+        elif not checked:
+            raise DataFormatError(
+                path, number, f"the first record has no field {field!r} (fields: {sorted(record)})", "Set --text_column"
+            )
+        else:
+            yield BadInput(f"line {number} has no field {field!r}")
+
+
+def _json_record(line: str | BadInput, number: int) -> dict[str, Any] | BadInput:
+    if isinstance(line, BadInput):
+        return line
+    if not line.strip():
+        return BadInput(f"line {number} is empty")
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        return BadInput(f"line {number} is not valid JSON ({err.msg} at column {err.colno})")
+    return record if isinstance(record, dict) else BadInput(f"line {number} is not a JSON object")
+
+
+def _parquet_file(path: str, column: str) -> pq.ParquetFile:
+    try:
+        parquet = pq.ParquetFile(path)
+    except pa.ArrowException as err:
+        raise DataFormatError(
+            path, None, f"cannot be read as Parquet ({err})", "Write it with pyarrow or pandas' to_parquet"
+        ) from None
+    names = parquet.schema_arrow.names
+    if column not in names:
+        raise DataFormatError(path, None, f"has no column {column!r} (columns: {names})", "Set --text_column")
+    return parquet
+
+
+def read_parquet(path: str, column: str) -> Iterator[Any]:
+    """``column`` of a Parquet file, one Arrow batch at a time (only that column is read from disk)."""
+    for batch in _parquet_file(path, column).iter_batches(batch_size=ARROW_BATCH_ROWS, columns=[column]):
+        yield from batch.column(0).to_pylist()
+
+
+def read_dataset(dataset: datasets.Dataset | datasets.IterableDataset, column: str) -> Iterator[Any]:
+    """``column`` of a `datasets` dataset, a batch at a time (memory-mapped, or streamed from the Hub)."""
+    for batch in dataset.select_columns([column]).iter(batch_size=ARROW_BATCH_ROWS):
+        yield from batch[column]
+
+
+def count_lines(path: str) -> int:
+    """Lines in a text file (a last line without a newline counts), read in 1 MiB blocks: about a second per GB."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(MIB):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Input sources: what every process of a sharded run opens, reads from the start and fingerprints
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """A re-readable input: ``rows()`` streams it from its first row, every time it is called.
+
+    ``count()`` gives the number of rows when that is cheap (for the progress bar's ETA), else None;
+    ``fingerprint()`` identifies the content, so a resumed run can tell that its input has not changed.
+    """
+
+    name: str
+    rows: Callable[[], Iterator[Any]]
+    count: Callable[[], int | None]
+    fingerprint: Callable[[], dict[str, Any]]
+
+
+def open_input(
+    file: str | None = None, text_column: str | None = None, *, dataset: str | None = None, split: str | None = None
+) -> InputSource:
+    """The source for ``--file`` (kind by extension: .jsonl, .parquet, .csv/.tsv with ``text_column``, else lines)
+    or ``--dataset`` (a ``save_to_disk`` folder, or a Hub id streamed). Structured inputs default to column "text"."""
+    if dataset is not None:
+        return _dataset_source(dataset, text_column or "text", split)
+    if file is None:
+        raise ValueError("no input: pass --file or --dataset")
+    suffix = Path(file).suffix.lower()
+    count: Callable[[], int | None] = partial(count_lines, file)
+    if suffix == ".jsonl":
+        rows = partial(read_jsonl, file, text_column or "text")
+    elif suffix == ".parquet":
+        column = text_column or "text"
+        rows, count = partial(read_parquet, file, column), lambda: _parquet_file(file, column).metadata.num_rows
+    elif text_column is not None:
+        rows = partial(read_column, file, text_column)
+        count = (lambda: None) if suffix == ".csv" else lambda: max(count_lines(file) - 1, 0)
+    else:
+        rows = partial(read_file_lines, file)
+    return InputSource(file, rows, count, lambda: {"path": str(Path(file).resolve()), **file_fingerprint(file)})
+
+
+def _dataset_source(name: str, column: str, split: str | None) -> InputSource:
+    if Path(name).is_dir():
+        dataset = _one_split(name, datasets.load_from_disk(name), split)
+        identity = {"path": str(Path(name).resolve()), "split": split, "fingerprint": dataset._fingerprint}
+    else:
+        if split is None:
+            raise ValueError(f"--dataset {name!r} is not a local folder, so it is read from the Hub: pass --split")
+        dataset = datasets.load_dataset(name, split=split, streaming=True)
+        identity = {"hub_dataset": name, "split": split}
+    if dataset.column_names is not None and column not in dataset.column_names:
+        raise DataFormatError(
+            name, None, f"has no column {column!r} (columns: {dataset.column_names})", "Set --text_column"
+        )
+    return InputSource(name, partial(read_dataset, dataset, column), lambda: _num_rows(dataset), lambda: identity)
+
+
+def _one_split(name: str, loaded: datasets.Dataset | datasets.DatasetDict, split: str | None) -> datasets.Dataset:
+    if isinstance(loaded, datasets.Dataset):
+        return loaded
+    if split not in loaded:
+        raise DataFormatError(name, None, f"holds the splits {list(loaded)}", "Pick one with --split")
+    return loaded[split]
+
+
+def _num_rows(dataset: datasets.Dataset | datasets.IterableDataset) -> int | None:
+    if isinstance(dataset, datasets.Dataset):
+        return dataset.num_rows
+    split = (dataset.info.splits or {}).get(str(dataset.split))
+    return split.num_examples if split is not None else None
+
+
+def file_fingerprint(path: str | Path) -> dict[str, Any]:
+    """Size, modification time and a hash of the first and last MiB: cheap on any size, and changes with any edit
+    that a copy, an append or a rewrite makes."""
+    stat = os.stat(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(MIB))
+        if stat.st_size > MIB:
+            handle.seek(max(MIB, stat.st_size - MIB))
+            digest.update(handle.read(MIB))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_ends": digest.hexdigest()}
+
+
+def folder_fingerprint(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """:func:`file_fingerprint` of every visible file in ``folder`` (a saved model: config, weights, tokenizer)."""
+    files = sorted(path for path in Path(folder).iterdir() if path.is_file() and not path.name.startswith("."))
+    return {path.name: file_fingerprint(path) for path in files}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writers
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (missing folders created) to write to, renamed onto ``path`` when the block
+    succeeds and removed when it fails, Ctrl-C and SIGTERM included: ``path`` keeps the old file or the whole new
+    one. The rename is atomic because both names are in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield temp
+        descriptor = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # the data is on disk before the new name points at it
+        finally:
+            os.close(descriptor)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+class ResultWriter:
+    """Writes ``index, text, label, score per label, error`` rows as CSV or JSON Lines, one row at a time."""
+
+    def __init__(self, handle: IO[str], output_format: str, label_names: Sequence[str]) -> None:
+        self.handle = handle
+        self.format = output_format
+        self.label_names = list(label_names)
+        if output_format == "csv":
+            self.csv = csv.writer(handle, lineterminator="\n")
+            self.csv.writerow(["index", "text", "label", *[f"score_{name}" for name in self.label_names], "error"])
+
+    def write(self, index: int, row: Any, result: dict[str, Any]) -> None:
+        text = row if isinstance(row, str) else None
+        if self.format == "jsonl":
+            self.handle.write(json.dumps({"index": index, "text": text, **result}, ensure_ascii=False) + "\n")
+            return
+        scores = result["scores"] or {}
+        self.csv.writerow(
+            [index, text, result["label"], *[scores.get(name, "") for name in self.label_names], result["error"] or ""]
+        )
+
+
+def result_columns(label_names: Sequence[str], *, include_text: bool, include_scores: bool) -> list[str]:
+    """Columns of a result table: ``index``, [``text``], ``label``, ``score`` (the top one), [``score_<label>``...],
+    ``error``."""
+    texts = ["text"] if include_text else []
+    scores = [f"score_{name}" for name in label_names] if include_scores else []
+    return ["index", *texts, "label", "score", *scores, "error"]
+
+
+def _cell(column: str, index: int, row: Any, result: Mapping[str, Any]) -> Any:
+    scores = result["scores"]
+    if column == "index":
+        return index
+    if column == "text":
+        return row if isinstance(row, str) else None
+    if column == "score":
+        return max(scores.values()) if scores else None
+    if column.startswith("score_"):
+        return scores[column.removeprefix("score_")] if scores else None
+    return result[column]
+
+
+def result_table(
+    columns: Sequence[str], start: int, rows: Sequence[Any], results: Iterable[Mapping[str, Any]]
+) -> dict[str, list[Any]]:
+    """Column name -> values for ``rows`` (the first is input row ``start``) and their predictor results."""
+    table: dict[str, list[Any]] = {column: [] for column in columns}
+    for index, (row, result) in enumerate(zip(rows, results, strict=True), start=start):
+        for column in columns:
+            table[column].append(_cell(column, index, row, result))
+    return table
+
+
+def _arrow_schema(columns: Sequence[str]) -> pa.Schema:
+    def kind(column: str) -> pa.DataType:
+        return pa.int64() if column == "index" else pa.float64() if column.startswith("score") else pa.string()
+
+    return pa.schema([(column, kind(column)) for column in columns])
+
+
+def write_table(path: Path, table: Mapping[str, list[Any]], output_format: str, *, header: bool = False) -> None:
+    """``table`` as CSV (header row only if asked, empty cells for None), JSON Lines or Parquet at ``path``."""
+    if output_format == "parquet":
+        pq.write_table(pa.Table.from_pydict(dict(table), schema=_arrow_schema(list(table))), path)
+        return
+    buffer = io.StringIO()
+    columns = list(table)
+    rows = zip(*table.values(), strict=True)
+    if output_format == "csv":
+        writer = csv.writer(buffer, lineterminator="\n")
+        if header:
+            writer.writerow(columns)
+        writer.writerows(["" if value is None else value for value in values] for values in rows)
+    else:
+        for values in rows:
+            buffer.write(json.dumps(dict(zip(columns, values, strict=True)), ensure_ascii=False) + "\n")
+    path.write_bytes(buffer.getvalue().encode("utf-8"))
+
+
+def concatenate_tables(parts: Iterable[Path], output: Path, output_format: str, columns: Sequence[str]) -> None:
+    """One ``output`` file from pieces written by :func:`write_table`, in the given order, atomically."""
+    with atomic_path(output) as temp:
+        if output_format == "parquet":
+            with pq.ParquetWriter(temp, _arrow_schema(columns)) as writer:
+                for part in parts:
+                    writer.write_table(pq.read_table(part))
+            return
+        write_table(temp, {column: [] for column in columns}, output_format, header=True)
+        with open(temp, "ab") as handle:
+            for part in parts:
+                with open(part, "rb") as source:
+                    shutil.copyfileobj(source, handle, MIB)
