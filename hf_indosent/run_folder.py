@@ -205,7 +205,7 @@ def check_resume_arguments(run_dir: Path, record: dict[str, Any]) -> dict[str, l
     for group in ("model", "data", "training", "launch"):
         for key, value in record.get(group, {}).items():
             old = recorded.get(group, {}).get(key, value)
-            if old == value:
+            if old == value or key in ("resume_from_checkpoint", "overwrite_output_dir"):  # how, not what, it runs
                 continue
             if key in RESUMABLE:
                 honoured[key] = [old, value]
