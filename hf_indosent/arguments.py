@@ -379,6 +379,8 @@ class PredictArguments:
             raise ValueError("--text_column needs --file (a table with a header, JSON Lines, Parquet) or --dataset")
         if self.split is not None and self.dataset is None:
             raise ValueError(f"--split {self.split!r} is the split of a --dataset: pass --dataset too, or drop it")
+        if self.dataset is not None and self.split is None and not Path(self.dataset).is_dir():
+            raise ValueError(f"--dataset {self.dataset!r} is not a local folder, so it comes from the Hub: add --split")
         if self.piece_size < 1:
             raise ValueError(f"--piece_size {self.piece_size} must be a positive number of rows (default 10000)")
         if self.submission is not None:

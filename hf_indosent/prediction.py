@@ -48,7 +48,6 @@ from hf_indosent.textio import (
     result_columns,
     result_table,
 )
-from hf_indosent.textio import read_column as read_column  # re-exported: hf_indosent.demo reads files with it
 
 logger = logging.getLogger(__name__)
 
