@@ -123,8 +123,7 @@ class TrainState:
             "tokens": 0,
             "positions": 0,
             "seconds": 0.0,
-            "predictions": [],
-            "references": [],
+            "confusion": [],  # training predictions as counts: rows are references, columns predictions
         }
     )
 

@@ -100,7 +100,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
         ("hf_indosent.data", ("ChecksumError", "DownloadError")),
         ("hf_indosent.hub", ("HubPushError",)),
         ("hf_indosent.run_folder", ("RunLockedError",)),
-        ("hf_indosent.training", ("NonFiniteLossError",)),
+        ("hf_indosent.steps", ("NonFiniteLossError",)),
     ):
         loaded = sys.modules.get(module)  # only modules the command imported can have raised their errors
         known += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]

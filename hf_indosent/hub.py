@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
 from hf_indosent.arguments import PushArguments, check_repo_id
@@ -24,6 +26,7 @@ from hf_indosent.modeling import TOKENIZER_FILES, label_names_of, resolve_model_
 logger = logging.getLogger(__name__)
 
 WEIGHTS_INDEX = "model.safetensors.index.json"
+CARD_FILE = "README.md"
 COMMIT_MESSAGE = "Upload sentiment model and model card (hf_indosent)"
 
 
@@ -31,23 +34,23 @@ class HubPushError(RuntimeError):
     """The upload could not be done; the message is one line that says why and what to do."""
 
 
-def upload_files(model_dir: Path) -> list[Path]:
-    """The files of ``model_dir`` that go to the Hub: safetensors weights, config and tokenizer, nothing else."""
-    weights = sorted(model_dir.glob("*.safetensors"))
-    if not weights:
+def upload_patterns(model_dir: Path) -> list[str]:
+    """What goes to the Hub, as ``upload_folder`` patterns: safetensors weights, config, tokenizer, the card.
+
+    Refuses a folder without safetensors weights or tokenizer files; logs what stays behind.
+    """
+    if not any(model_dir.glob("*.safetensors")):
         raise ValueError(
             f"{model_dir} has no .safetensors weights: re-save the model with model.save_pretrained(folder) "
             "(safetensors is the default); other weight formats are not uploaded"
         )
-    tokenizer = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
-    if not tokenizer:
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(f"{model_dir} has no tokenizer files: save the tokenizer there with tokenizer.save_pretrained")
-    index = [model_dir / WEIGHTS_INDEX] if (model_dir / WEIGHTS_INDEX).is_file() else []
-    files = [model_dir / "config.json", *weights, *index, *tokenizer]
-    skipped = sorted(path.name for path in model_dir.iterdir() if path not in files)
+    patterns = ["config.json", "*.safetensors", WEIGHTS_INDEX, *TOKENIZER_FILES, CARD_FILE]
+    skipped = sorted(path.name for path in model_dir.iterdir() if not any(fnmatch(path.name, p) for p in patterns))
     if skipped:
         logger.info("not uploaded from %s: %s", model_dir, ", ".join(skipped))
-    return files
+    return patterns
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -111,19 +114,30 @@ def push_to_hub(
         raise ValueError(f"--model {str(model_dir)!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
     folder = Path(resolve_model_source(folder))
     label_names = label_names_of(str(folder))  # refuses generic LABEL_0 names before anything is uploaded
-    files = upload_files(folder)
+    patterns = upload_patterns(folder)
     run = Path(run_dir) if run_dir is not None else folder.parent
     card = build_model_card(repo_id, label_names, _read_json(run / "metrics.json"), _read_json(run / "args.json"))
     token = require_token(token)
-    operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]
-    operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
     api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.create_commit(repo_id, operations, commit_message=COMMIT_MESSAGE, repo_type="model")
-    except (OSError, HTTPError) as err:  # HfHubHTTPError, OfflineModeIsEnabled and connection errors
-        raise HubPushError(f"cannot push to {repo_id}: {_reason(err)}".replace(token, "<token>")) from None
-    logger.info("uploaded %s to %s", ", ".join(operation.path_in_repo for operation in operations), url)
+    # One commit with the card built in memory: a staging folder of links to the model's files plus README.md,
+    # so the model folder itself is only read.
+    with tempfile.TemporaryDirectory(prefix="hf-indosent-push-") as staging:
+        for path in folder.iterdir():
+            if path.is_file():
+                (Path(staging) / path.name).symlink_to(path.resolve())
+        (Path(staging) / CARD_FILE).write_text(card, encoding="utf-8")
+        try:
+            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=staging,
+                allow_patterns=patterns,
+                commit_message=COMMIT_MESSAGE,
+                repo_type="model",
+            )
+        except (OSError, HTTPError) as err:  # HfHubHTTPError, OfflineModeIsEnabled and connection errors
+            raise HubPushError(f"cannot push to {repo_id}: {_reason(err)}".replace(token, "<token>")) from None
+    logger.info("uploaded %s to %s", folder, url)
     return str(url)
 
 

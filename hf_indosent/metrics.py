@@ -8,17 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import evaluate
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix
 
+if TYPE_CHECKING:
+    import evaluate
+
+# `evaluate` and scikit-learn are imported where used: the argument parser reads METRIC_NAMES from here and must
+# answer --help before heavy imports.
 METRIC_PATH = str(Path(__file__).parent / "metric_modules" / "sentiment_metrics")
 METRIC_NAMES: tuple[str, ...] = ("accuracy", "f1", "precision", "recall")
 
 
 def load_metric(**kwargs) -> evaluate.EvaluationModule:
     """The sentiment metric module, loaded offline from inside the package."""
+    import evaluate
+
     return evaluate.load(METRIC_PATH, **kwargs)
 
 
@@ -34,6 +40,8 @@ def per_class_report(
     predictions: Sequence[int], references: Sequence[int], label_names: Sequence[str]
 ) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support for every label name (plus macro and weighted averages)."""
+    from sklearn.metrics import classification_report
+
     report = classification_report(
         references,
         predictions,
@@ -48,6 +56,8 @@ def per_class_report(
 
 def confusion(predictions: Sequence[int], references: Sequence[int], label_names: Sequence[str]) -> dict:
     """Confusion matrix keyed by names: ``matrix[gold][predicted]`` counts, rows in label order."""
+    from sklearn.metrics import confusion_matrix
+
     matrix = confusion_matrix(references, predictions, labels=list(range(len(label_names))))
     return {
         "labels": list(label_names),
@@ -60,3 +70,13 @@ def confusion(predictions: Sequence[int], references: Sequence[int], label_names
 def confusion_array(confusion_dict: dict) -> np.ndarray:
     names = confusion_dict["labels"]
     return np.array([[confusion_dict["matrix"][gold][pred] for pred in names] for gold in names])
+
+
+def pairs_from_confusion(counts: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """The (predictions, references) that confusion ``counts[reference][prediction]`` stand for (for `evaluate`)."""
+    predictions, references = [], []
+    for reference, row in enumerate(counts):
+        for prediction, count in enumerate(row):
+            predictions += [prediction] * int(count)
+            references += [reference] * int(count)
+    return predictions, references

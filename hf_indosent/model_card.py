@@ -11,8 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+"""The card's text, a `huggingface_hub.ModelCard` (Jinja) template; the metadata comes from ``ModelCardData``."""
 LICENSE = "apache-2.0"
 SMSA_DATASET = "indonlp/indonlu"  # the Hub copy of IndoNLU; SmSA is its "smsa" config
 SMSA_CONFIG = "smsa"
@@ -159,37 +161,15 @@ def build_model_card(
         if on_smsa
         else "the owner's own labelled data"
     )
-    labels = "\n".join(f"| {index} | {name} |" for index, name in enumerate(label_names))
-    label_list = " / ".join(label_names)
-    example = WIDGET_EXAMPLES[0]["text"]
-    body = f"""
-# {model_name}
-
-Indonesian sentiment classifier ({label_list}) fine-tuned on {data_line}, trained and shared with
-hf_indosent (the IndoNLU SmSA tutorial rebuilt on `datasets`, `evaluate`, `accelerate` and `transformers`).
-
-## Labels
-
-| id | label |
-|---|---|
-{labels}
-
-## Results
-
-{_results_table(metrics, repo_id)}
-## Usage
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("text-classification", model="{repo_id}", truncation=True, top_k=None)
-classifier("{example}")
-```
-
-`truncation=True` lets texts longer than the model's limit through (they are cut); `top_k=None` returns the score of
-every label. Inputs written like the training data (lower case, spaces around punctuation) match it best.
-
-## Training recipe
-
-{_recipe_table(recipe)}"""
-    return f"---\n{card_data.to_yaml()}\n---\n{body}"
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        label_names=list(label_names),
+        data_line=data_line,
+        results_table=_results_table(metrics, repo_id),
+        repo_id=repo_id,
+        example=WIDGET_EXAMPLES[0]["text"],
+        recipe_table=_recipe_table(recipe),
+    )
+    return str(card)

@@ -11,8 +11,10 @@ import dataclasses
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from hf_indosent.arguments import ArgumentError
-from hf_indosent.checkpointing import CHECKPOINTS, write_atomic
+from hf_indosent.checkpointing import CHECKPOINTS, TrainState, write_atomic
 from hf_indosent.modeling import BEST_DIR
 
 LOCK_FILE = ".lock"
@@ -229,3 +231,35 @@ def write_arguments(run_dir: Path, record: dict[str, Any], resumed_from: Path | 
     if resumed_from is not None:
         resumes.append({"checkpoint": resumed_from.name, "changed": changed})
     write_atomic(path, json.dumps({**record, "resumes": resumes}, indent=2) + "\n")
+
+
+def stopped_message(state: TrainState, path: Path) -> str:
+    """What an interrupted run says: where its work is and the exact command that continues it."""
+    return (
+        f"stopped: checkpoint saved at epoch {state.epoch + 1}, step {state.global_step} ({path}). "
+        f"Continue with: {resume_command()}"
+    )
+
+
+def resume_command(argv: list[str] | None = None) -> str:
+    """This run's own command line with ``--resume_from_checkpoint latest`` (and without overwriting)."""
+    argv = list(sys.argv if argv is None else argv)
+    script, rest = argv[0], argv[1:]
+    kept: list[str] = []
+    skip = False
+    for index, arg in enumerate(rest):
+        if skip:
+            skip = False
+            continue
+        if arg in ("--overwrite_output_dir", "--resume_from_checkpoint"):
+            following = rest[index + 1] if index + 1 < len(rest) else ""
+            skip = arg == "--resume_from_checkpoint" or following.lower() in ("true", "false", "yes", "no", "1", "0")
+            continue
+        kept.append(arg)
+    if Path(script).name == "hf-indosent":
+        prefix = ["hf-indosent"]
+    elif "ACCELERATE_MIXED_PRECISION" in os.environ:  # set by `accelerate launch`
+        prefix = ["accelerate", "launch", script]
+    else:
+        prefix = ["python", script]
+    return shlex.join([*prefix, *kept, "--resume_from_checkpoint", "latest"])

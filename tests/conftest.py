@@ -9,12 +9,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-SMSA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "smsa"
+ROOT = Path(__file__).resolve().parents[1]
+SMSA_DIR = ROOT.parent / "shared" / "smsa"
 requires_smsa = pytest.mark.skipif(
     not (SMSA_DIR / "train_preprocess.tsv").is_file(), reason=f"SmSA files not found at {SMSA_DIR}"
 )
@@ -195,3 +199,67 @@ def hub_calls(monkeypatch) -> dict:
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
     return calls
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running training and the command line on the tiny model (shared by the training, fault and robustness tests)
+
+# Settings under which the tiny model learns the synthetic task within a few epochs (best epoch > 1).
+FAST = {
+    "learning_rate": 5e-3,
+    "lr_gamma": 1.0,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 16,
+    "logging_steps": 2,
+}
+
+
+def run_train(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
+    training = {**FAST, "output_dir": str(output_dir), **overrides}
+    from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
+    from hf_indosent.training import train
+
+    return train(
+        ModelArguments(model_name_or_path=str(model_dir)),
+        DataArguments(data_dir=str(data_dir), max_seq_len=64, dataset_cache_dir=str(cache_dir)),
+        TrainingArguments(**training),
+    )
+
+
+def cli_args(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> list[str]:
+    values = {
+        **FAST,
+        "model_name_or_path": model_dir,
+        "data_dir": data_dir,
+        "output_dir": output_dir,
+        "dataset_cache_dir": cache_dir,
+        "max_seq_len": 64,
+        **overrides,
+    }
+    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
+
+
+def log_lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def comparable(run_dir: Path) -> dict:
+    """metrics.json and log.jsonl without wall-clock fields."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("train_runtime_s", "train_samples_per_second"):
+        metrics.pop(key)
+    history = log_lines(run_dir)
+    for entry in history:
+        del entry["epoch_seconds"], entry["validation_seconds"], entry["train"]["seconds"]
+    return {"metrics": metrics, "history": history}
+
+
+def run_cli(*command: str, launcher: list[str] | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*(launcher or [sys.executable]), *command],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import make_rows, write_tsv
-from test_training import cli_args, log_lines, run_cli
+from conftest import cli_args, log_lines, make_rows, run_cli, write_tsv
 from transformers import pipeline
 
 from hf_indosent.metrics import compute_metrics

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from accelerate.state import AcceleratorState
-from test_training import cli_args, comparable, run_cli, run_train
+from conftest import cli_args, comparable, run_cli, run_train
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
 from hf_indosent.checkpointing import (
@@ -21,7 +21,7 @@ from hf_indosent.checkpointing import (
     replace_dir,
     resolve_checkpoint,
 )
-from hf_indosent.training import NonFiniteLossError
+from hf_indosent.steps import NonFiniteLossError
 
 # Each run of the chain is killed at a new moment, then the next run resumes from `latest` (each process counts its
 # own calls). Steps: 12 per epoch, a checkpoint every 5 steps and at every epoch end.

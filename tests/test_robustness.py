@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_training import ROOT, cli_args, comparable, run_cli, run_train
+from conftest import ROOT, cli_args, comparable, run_cli, run_train
 
 from hf_indosent import cli
 from hf_indosent.arguments import ArgumentError, TrainingArguments, parse_args
@@ -269,7 +269,7 @@ def test_signal_saves_a_checkpoint_at_the_current_step_and_resume_matches(
 
 
 def test_resume_command_is_the_run_s_own_command(monkeypatch):
-    from hf_indosent.training import resume_command
+    from hf_indosent.run_folder import resume_command
 
     argv = ["scripts/train.py", "--config", "c.yaml", "--overwrite_output_dir", "--seed", "3"]
     assert resume_command(argv) == "python scripts/train.py --config c.yaml --seed 3 --resume_from_checkpoint latest"

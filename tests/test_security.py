@@ -12,10 +12,9 @@ import pytest
 import torch
 import yaml
 from accelerate.state import AcceleratorState
-from conftest import FAKE_TOKEN
+from conftest import FAKE_TOKEN, run_train
 from safetensors.torch import save_file
 from test_hub import card_parts, model_index_metrics
-from test_training import run_train
 
 from hf_indosent.checkpointing import STATE_FILE, list_checkpoints
 from hf_indosent.data import LABEL_NAMES

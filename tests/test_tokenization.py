@@ -7,7 +7,8 @@ import torch
 
 from hf_indosent.data import load_smsa
 from hf_indosent.modeling import load_tokenizer
-from hf_indosent.tokenization import MicroBatchCollator, build_collator, tokenize_dataset
+from hf_indosent.steps import MicroBatchCollator
+from hf_indosent.tokenization import build_collator, tokenize_dataset
 
 
 def test_tokenize_truncates_keeps_length_and_labels(tiny_model_dir, tiny_smsa_dir, cache_dir):

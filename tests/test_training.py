@@ -3,64 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from accelerate.state import AcceleratorState
+from conftest import FAST, comparable, log_lines, run_cli, run_train
 from transformers import AutoConfig, pipeline
-
-from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.training import train
-
-ROOT = Path(__file__).resolve().parents[1]
-# Settings under which the tiny model learns the synthetic task within a few epochs (best epoch > 1).
-FAST = {
-    "learning_rate": 5e-3,
-    "lr_gamma": 1.0,
-    "per_device_train_batch_size": 8,
-    "per_device_eval_batch_size": 16,
-    "logging_steps": 2,
-}
-
-
-def run_train(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
-    training = {**FAST, "output_dir": str(output_dir), **overrides}
-    return train(
-        ModelArguments(model_name_or_path=str(model_dir)),
-        DataArguments(data_dir=str(data_dir), max_seq_len=64, dataset_cache_dir=str(cache_dir)),
-        TrainingArguments(**training),
-    )
-
-
-def cli_args(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> list[str]:
-    values = {
-        **FAST,
-        "model_name_or_path": model_dir,
-        "data_dir": data_dir,
-        "output_dir": output_dir,
-        "dataset_cache_dir": cache_dir,
-        "max_seq_len": 64,
-        **overrides,
-    }
-    return [item for key, value in values.items() for item in (f"--{key}", str(value))]
-
-
-def log_lines(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
-
-
-def comparable(run_dir: Path) -> dict:
-    """metrics.json and log.jsonl without wall-clock fields."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("train_runtime_s", "train_samples_per_second"):
-        metrics.pop(key)
-    history = log_lines(run_dir)
-    for entry in history:
-        del entry["epoch_seconds"], entry["validation_seconds"], entry["train"]["seconds"]
-    return {"metrics": metrics, "history": history}
 
 
 def test_one_epoch_writes_every_file(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
@@ -135,17 +82,6 @@ def test_existing_run_is_not_overwritten(tiny_model_dir, tiny_smsa_dir, tmp_path
     assert (run_dir / "metrics.json").read_bytes() == before
 
 
-def run_cli(*command: str, launcher: list[str] | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*(launcher or [sys.executable]), *command],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_invalid_value_fails_before_loading_anything(tmp_path):
     result = run_cli("scripts/train.py", "--output_dir", str(tmp_path / "x"), "--lr_gamma", "2")
     assert result.returncode == 2
@@ -156,7 +92,18 @@ def test_invalid_value_fails_before_loading_anything(tmp_path):
 def test_tensorboard_tracker_writes_events(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, report_to="tensorboard")
-    assert list((run_dir / "runs").rglob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folders = {events.parent for events in (run_dir / "runs").rglob("events.out.tfevents.*")}
+    scalars = {}
+    for folder in folders:
+        accumulator = EventAccumulator(str(folder))
+        accumulator.Reload()
+        scalars.update({tag: accumulator.Scalars(tag) for tag in accumulator.Tags()["scalars"]})
+    assert {"train/loss", "train/lr", "validation/f1", "validation/loss"} <= set(scalars)
+    (logged,) = log_lines(run_dir)
+    (f1,) = scalars["validation/f1"]
+    assert f1.value == pytest.approx(logged["validation"]["f1"]) and f1.step == logged["global_step"]
 
 
 def test_log_reports_throughput_counts(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
@@ -207,9 +154,9 @@ def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, c
     """`accelerate launch` leaves a CPU run on one thread (OMP_NUM_THREADS=1) unless told otherwise."""
     from accelerate import Accelerator
 
-    from hf_indosent import training
+    from hf_indosent import training_setup
 
-    monkeypatch.setattr(training, "usable_cpu_cores", lambda: cores)
-    with caplog.at_level("WARNING", logger="hf_indosent.training"):
-        training.warn_if_few_cpu_threads(Accelerator(cpu=True))
+    monkeypatch.setattr(training_setup, "usable_cpu_cores", lambda: cores)
+    with caplog.at_level("WARNING", logger="hf_indosent.training_setup"):
+        training_setup.warn_if_few_cpu_threads(Accelerator(cpu=True))
     assert ("--num_cpu_threads_per_process 4" in caplog.text) is warned

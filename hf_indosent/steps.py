@@ -1,0 +1,146 @@
+"""One optimizer step, in one place: length-sorted micro-batches, their forward/backward, and the epoch's sums.
+
+:class:`MicroBatchCollator` cuts each shuffled batch into parts of similar length; :func:`forward_backward` runs the
+parts and adds their gradients so the optimizer sees the whole batch; :class:`EpochTally` keeps the epoch's loss,
+token counts and confusion counts on the device, and folds them into the checkpointed
+:attr:`~hf_indosent.checkpointing.TrainState.epoch_sums`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from hf_indosent.checkpointing import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class MicroBatchCollator:
+    """Collates a training batch as ``micro_batches`` parts of similar length, each padded only to its own longest.
+
+    The batch is sorted by length and cut into nearly equal parts. The training loop runs the parts one after another
+    and adds up their gradients before the single optimizer step, so the optimizer sees exactly the shuffled batch (as
+    in the tutorial) while far fewer padded positions are computed. Building the batches themselves from texts of
+    similar length (``group_by_length``) cuts padding further, but on SmSA length predicts the label (neutral texts
+    are short) and such batches train worse.
+
+    Returns ``{"micro_batches": [padded parts], "labels": labels in batch order, "restore": index}``:
+    ``torch.cat(part outputs)[restore]`` puts per-example outputs back into batch order.
+    """
+
+    def __init__(self, collator: Callable[[list[dict]], Any], micro_batches: int) -> None:
+        if micro_batches < 1:
+            raise ValueError(f"micro_batches={micro_batches} must be at least 1")
+        self.collator = collator
+        self.micro_batches = micro_batches
+
+    def __call__(self, features: list[dict]) -> dict[str, Any]:
+        lengths = np.array([len(feature["input_ids"]) for feature in features])
+        order = np.argsort(lengths, kind="stable")
+        parts = np.array_split(order, min(self.micro_batches, len(features)))
+        restore = torch.empty(len(order), dtype=torch.long)
+        restore[torch.from_numpy(order)] = torch.arange(len(order))
+        return {
+            "micro_batches": [self.collator([features[i] for i in part]) for part in parts],
+            "labels": torch.tensor([feature["labels"] for feature in features], dtype=torch.long),
+            "restore": restore,
+        }
+
+
+def forward_backward(
+    accelerator: Accelerator, model: torch.nn.Module, batch: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`).
+
+    Each part's mean loss is weighted by its share of the batch, so the summed gradients equal those of the whole
+    batch. Processes synchronise gradients only on the last part. Returns the batch's mean loss and its logits in
+    batch order (both detached).
+    """
+    parts = batch["micro_batches"]
+    size = len(batch["labels"])
+    loss = torch.zeros((), device=accelerator.device)
+    logits = []
+    for index, part in enumerate(parts):
+        with nullcontext() if index == len(parts) - 1 else accelerator.no_sync(model):
+            outputs = model(**part)
+            part_loss = outputs.loss * (len(part["labels"]) / size)
+            accelerator.backward(part_loss)
+        loss += part_loss.detach().float()
+        logits.append(outputs.logits.detach())
+    return loss, torch.cat(logits)[batch["restore"]]
+
+
+PER_PROCESS = ("tokens", "positions")
+"""Sums that each process counts for itself (reduced over processes); loss and confusion are gathered per step."""
+
+
+class EpochTally:
+    """The epoch's running sums (the keys of ``TrainState.epoch_sums``) on the device: steps never wait on the host.
+
+    Folded into the checkpointed state at checkpoints and at the epoch end, so a run resumed mid-epoch reports the
+    same epoch figures as an uninterrupted one. Training predictions are kept as confusion counts, not lists.
+    """
+
+    def __init__(self, device: torch.device, global_step: int, num_labels: int) -> None:
+        self.sums = {
+            "loss": torch.zeros((), device=device, dtype=torch.float64),
+            "batches": torch.zeros((), device=device, dtype=torch.int64),
+            "tokens": torch.zeros((), device=device, dtype=torch.int64),
+            "positions": torch.zeros((), device=device, dtype=torch.int64),
+            "confusion": torch.zeros((num_labels, num_labels), device=device, dtype=torch.int64),
+        }
+        self.step = torch.full((), global_step, device=device, dtype=torch.int64)
+        self.first_bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+        self.started = time.perf_counter()
+
+    def add(
+        self, loss: torch.Tensor, preds: torch.Tensor, refs: torch.Tensor, attention_masks: list[torch.Tensor]
+    ) -> None:
+        sums = self.sums
+        sums["loss"] += loss
+        sums["batches"] += 1
+        for mask in attention_masks:
+            sums["tokens"] += mask.sum()
+            sums["positions"] += mask.numel()
+        sums["confusion"].index_put_((refs, preds), torch.ones_like(refs), accumulate=True)  # rows: references
+        bad = (self.first_bad_step < 0) & ~torch.isfinite(loss)
+        self.first_bad_step = torch.where(bad, self.step, self.first_bad_step)
+
+    def running_loss(self, state: TrainState) -> float:
+        """Mean loss of the epoch so far; raises :class:`NonFiniteLossError` if any step's loss was NaN/inf."""
+        bad_step = int(self.first_bad_step.item())
+        if bad_step >= 0:
+            raise NonFiniteLossError(
+                f"training loss became NaN/inf at optimizer step {bad_step + 1} (epoch {state.epoch + 1}). "
+                "Stopped before saving anything from that point: best/ holds the last good best model and "
+                "checkpoints/ the last good state. Lower --learning_rate or check the data, then resume with "
+                "--resume_from_checkpoint latest."
+            )
+        sums = state.epoch_sums
+        return (sums["loss"] + self.sums["loss"].item()) / max(sums["batches"] + int(self.sums["batches"].item()), 1)
+
+    def fold_into(self, state: TrainState, accelerator: Accelerator) -> None:
+        """Add the device sums to ``state`` (every process calls this at the same point) and start from zero."""
+        self.running_loss(state)
+        seconds = time.perf_counter() - self.started
+        for name, value in self.sums.items():
+            total = accelerator.reduce(value, "sum") if name in PER_PROCESS else value
+            previous = state.epoch_sums.get(name)
+            if name == "confusion":
+                matrix = total.cpu().numpy()
+                state.epoch_sums[name] = (matrix + np.array(previous) if previous else matrix).tolist()
+            else:
+                state.epoch_sums[name] = previous + total.item()
+            value.zero_()
+        state.epoch_sums["seconds"] += seconds
+        state.train_seconds += seconds
+        self.started = time.perf_counter()
