@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, get_token
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
 from hf_indosent.arguments import PushArguments, check_repo_id
@@ -35,7 +34,7 @@ class HubPushError(RuntimeError):
 
 
 def upload_patterns(model_dir: Path) -> list[str]:
-    """What goes to the Hub, as ``upload_folder`` patterns: safetensors weights, config, tokenizer, the card.
+    """What goes to the Hub, as file-name patterns: safetensors weights, config, tokenizer, the card.
 
     Refuses a folder without safetensors weights or tokenizer files; logs what stays behind.
     """
@@ -118,26 +117,18 @@ def push_to_hub(
     run = Path(run_dir) if run_dir is not None else folder.parent
     card = build_model_card(repo_id, label_names, _read_json(run / "metrics.json"), _read_json(run / "args.json"))
     token = require_token(token)
+    files = sorted(path for path in folder.iterdir() if path.is_file() and any(fnmatch(path.name, p) for p in patterns))
+    operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]
+    operations.append(CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8")))
+    # create_commit, not upload_folder: with hf_xet installed, huggingface_hub 2.4's upload_folder may split a folder
+    # into several commits, and a half-uploaded model must never be what the Hub serves. The card never touches disk.
     api = HfApi(token=token)
-    # One commit with the card built in memory: a staging folder of links to the model's files plus README.md,
-    # so the model folder itself is only read.
-    with tempfile.TemporaryDirectory(prefix="hf-indosent-push-") as staging:
-        for path in folder.iterdir():
-            if path.is_file():
-                (Path(staging) / path.name).symlink_to(path.resolve())
-        (Path(staging) / CARD_FILE).write_text(card, encoding="utf-8")
-        try:
-            url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            api.upload_folder(
-                repo_id=repo_id,
-                folder_path=staging,
-                allow_patterns=patterns,
-                commit_message=COMMIT_MESSAGE,
-                repo_type="model",
-            )
-        except (OSError, HTTPError) as err:  # HfHubHTTPError, OfflineModeIsEnabled and connection errors
-            raise HubPushError(f"cannot push to {repo_id}: {_reason(err)}".replace(token, "<token>")) from None
-    logger.info("uploaded %s to %s", folder, url)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.create_commit(repo_id, operations, commit_message=COMMIT_MESSAGE, repo_type="model")
+    except (OSError, HTTPError) as err:  # HfHubHTTPError, OfflineModeIsEnabled and connection errors
+        raise HubPushError(f"cannot push to {repo_id}: {_reason(err)}".replace(token, "<token>")) from None
+    logger.info("uploaded %s to %s", ", ".join(operation.path_in_repo for operation in operations), url)
     return str(url)
 
 

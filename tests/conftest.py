@@ -179,7 +179,7 @@ def no_dropout_model(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def hub_calls(monkeypatch) -> dict:
-    """Stand-ins for the two Hub calls: they record what would be created and uploaded."""
+    """Stand-ins for the Hub calls (whoami, create_repo, create_commit): they record what would be uploaded."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoUrl
 
@@ -196,8 +196,13 @@ def hub_calls(monkeypatch) -> dict:
             files[operation.path_in_repo] = source if isinstance(source, bytes) else Path(source).read_bytes()
         calls["create_commit"] = {"repo_id": repo_id, "files": files, **kwargs}
 
+    def whoami(self, token=None, **kwargs):
+        calls["whoami"] = True
+        return {"name": "someone", "type": "user"}
+
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    monkeypatch.setattr(HfApi, "whoami", whoami)
     return calls
 
 
