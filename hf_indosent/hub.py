@@ -34,7 +34,7 @@ class HubPushError(RuntimeError):
 
 
 def upload_patterns(model_dir: Path) -> list[str]:
-    """What goes to the Hub, as file-name patterns: safetensors weights, config, tokenizer, the card.
+    """The model folder's files that go to the Hub, as name patterns: safetensors weights, config, tokenizer.
 
     Refuses a folder without safetensors weights or tokenizer files; logs what stays behind.
     """
@@ -45,7 +45,7 @@ def upload_patterns(model_dir: Path) -> list[str]:
         )
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise ValueError(f"{model_dir} has no tokenizer files: save the tokenizer there with tokenizer.save_pretrained")
-    patterns = ["config.json", "*.safetensors", WEIGHTS_INDEX, *TOKENIZER_FILES, CARD_FILE]
+    patterns = ["config.json", "*.safetensors", WEIGHTS_INDEX, *TOKENIZER_FILES]  # the card is generated, never local
     skipped = sorted(path.name for path in model_dir.iterdir() if not any(fnmatch(path.name, p) for p in patterns))
     if skipped:
         logger.info("not uploaded from %s: %s", model_dir, ", ".join(skipped))
