@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 
-
 SIGNAL = getattr(signal, os.environ.get("CRASH_SIGNAL", "SIGKILL"))
 
 
