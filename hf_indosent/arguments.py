@@ -168,13 +168,18 @@ class TrainingArguments:
         default=None,
         metadata={"help": "'no', 'fp16' or 'bf16'. Default: what `accelerate launch` / accelerate_config.yaml says."},
     )
-    micro_batches: int = field(
-        default=4,
+    micro_batches: int | None = field(
+        default=None,
         metadata={
             "help": "Sort each shuffled training batch by length and run it as this many micro-batches, each padded "
             "to its own longest text; their gradients add up to the whole batch's before the one optimizer step. "
-            "Same batches as without it, about half the compute on SmSA. 1 = pad the whole batch."
+            "Same batches as without it, about half the compute on SmSA on a CPU. 1 = pad the whole batch. "
+            "Default (auto): 4 on a CPU, 1 on a GPU (small passes there are launch-bound)."
         },
+    )
+    tf32: bool | None = field(
+        default=None,
+        metadata={"help": "TF32 matmuls on NVIDIA GPUs (Ampere and newer). Default (auto): on with CUDA."},
     )
     group_by_length: bool = field(
         default=False,
@@ -203,7 +208,6 @@ class TrainingArguments:
             "per_device_train_batch_size",
             "per_device_eval_batch_size",
             "gradient_accumulation_steps",
-            "micro_batches",
             "num_train_epochs",
             "lr_step_size",
             "early_stopping_patience",
@@ -213,6 +217,10 @@ class TrainingArguments:
         for name in positive:
             value = getattr(self, name)
             _check(isinstance(value, int) and value > 0, f"{name}={value!r} must be a positive integer")
+        _check(
+            self.micro_batches is None or (isinstance(self.micro_batches, int) and self.micro_batches > 0),
+            f"micro_batches={self.micro_batches!r} must be a positive integer, or unset for the device's default",
+        )
         _check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0 (tutorial: 3e-6)")
         _check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         _check(0 < self.lr_gamma <= 1, f"lr_gamma={self.lr_gamma} must be in (0, 1] (tutorial: 0.5)")

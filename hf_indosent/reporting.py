@@ -33,7 +33,8 @@ def start_summary(facts: Mapping[str, Any]) -> str:
             f"  data: {splits}",
             f"  steps: {facts['steps_per_epoch']:,} per epoch x up to {facts['epochs']} epoch(s), batch "
             f"{facts['batch_size']} per process x {facts['processes']} process(es)",
-            f"  device: {facts['device']}, {facts['threads']} CPU thread(s), precision {facts['precision']}",
+            f"  device: {facts['device']}, {facts['threads']} CPU thread(s), precision {facts['precision']}"
+            f"{' (TF32 matmuls)' if facts['tf32'] else ''}, {facts['micro_batches']} micro-batch(es) per batch",
             f"  run folder: {facts['run_dir']} (checkpoints every epoch{facts['checkpoint_every']})",
         ]
     )

@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from evaluate import EvaluationModule
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
@@ -116,8 +116,37 @@ def load_data(data_args: DataArguments, accelerator: Accelerator) -> datasets.Da
     return dataset
 
 
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """What an unset (auto) setting means on a device; README "Device-aware defaults" gives the measurements."""
+
+    micro_batches: int  # length-sorted parts per batch: less padding, but more, smaller passes
+    pin_memory: bool  # page-locked host batches, copied to the GPU without blocking
+    tf32: bool  # TensorFloat-32 matmuls (NVIDIA Ampere and newer)
+
+
+CPU_DEFAULTS = DeviceDefaults(micro_batches=4, pin_memory=False, tf32=False)
+GPU_DEFAULTS = DeviceDefaults(micro_batches=1, pin_memory=True, tf32=True)
+
+
+def device_defaults(device: torch.device, args: TrainingArguments) -> DeviceDefaults:
+    """The device's defaults, with every explicitly given argument taking precedence."""
+    base = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
+    return DeviceDefaults(
+        micro_batches=args.micro_batches or base.micro_batches,
+        pin_memory=base.pin_memory and device.type == "cuda",
+        tf32=(base.tf32 if args.tf32 is None else args.tf32) and device.type == "cuda",
+    )
+
+
 def make_loader(
-    dataset: datasets.Dataset, batch_size: int, *, shuffle: bool, args: TrainingArguments, collator
+    dataset: datasets.Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    args: TrainingArguments,
+    collator,
+    pin_memory: bool = False,
 ) -> tuple[DataLoader, EpochBatchSampler]:
     sampler = EpochBatchSampler(
         dataset[LENGTH_COLUMN], batch_size, shuffle=shuffle, group_by_length=args.group_by_length, seed=args.seed
@@ -127,6 +156,7 @@ def make_loader(
         batch_sampler=sampler,
         collate_fn=collator,
         num_workers=args.dataloader_num_workers,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(args.seed),  # never draw from the global RNG (exact resume)
     )
     return loader, sampler
@@ -151,12 +181,18 @@ def make_accelerator(args: TrainingArguments) -> Accelerator:
         project_config=ProjectConfiguration(
             project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")
         ),
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),  # with pinned batches on a GPU
     )
 
 
-def launch_facts(accelerator: Accelerator) -> dict[str, Any]:
+def launch_facts(accelerator: Accelerator, defaults: DeviceDefaults) -> dict[str, Any]:
     """How the run computes, recorded in args.json (a resumed run must match it)."""
-    return {"num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision}
+    return {
+        "num_processes": accelerator.num_processes,
+        "device": accelerator.device.type,
+        "mixed_precision": accelerator.mixed_precision,
+        **dataclasses.asdict(defaults),
+    }
 
 
 def setup(
@@ -167,7 +203,8 @@ def setup(
     resuming = args.resume_from_checkpoint is not None
     check_output_dir(run_dir, args.overwrite_output_dir, resuming)
     checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if resuming else None
-    record = arguments_record(model_args, data_args, args, launch=launch_facts(accelerator))
+    defaults = device_defaults(accelerator.device, args)
+    record = arguments_record(model_args, data_args, args, launch=launch_facts(accelerator, defaults))
     changed = check_resume_arguments(run_dir, record) if resuming else {}
     resolve_model_source(model_args.model_name_or_path, "--model_name_or_path")
     check_max_seq_len(model_args, data_args)
@@ -191,6 +228,9 @@ def setup(
 
     with accelerator.main_process_first():
         tokenized = tokenize_dataset(dataset, tokenizer, data_args.max_seq_len)
+    if defaults.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if args.torch_compile:
         model = torch.compile(model, dynamic=True)
 
@@ -200,14 +240,20 @@ def setup(
         args.per_device_train_batch_size,
         shuffle=True,
         args=args,
-        collator=MicroBatchCollator(collator, args.micro_batches),
+        collator=MicroBatchCollator(collator, defaults.micro_batches),
+        pin_memory=defaults.pin_memory,
     )
     eval_splits = ["validation"]
     if "test" in tokenized and NO_LABEL not in dataset["test"]["label"]:
         eval_splits.append("test")
     eval_loaders = {
         split: make_loader(
-            tokenized[split], args.per_device_eval_batch_size, shuffle=False, args=args, collator=collator
+            tokenized[split],
+            args.per_device_eval_batch_size,
+            shuffle=False,
+            args=args,
+            collator=collator,
+            pin_memory=defaults.pin_memory,
         )[0]
         for split in eval_splits
     }
@@ -247,11 +293,11 @@ def setup(
         args=args,
     )
     if accelerator.is_main_process:
-        print(start_summary(run_facts(run, model_args, dataset, weight_bytes)), flush=True)
+        print(start_summary(run_facts(run, model_args, dataset, defaults)), flush=True)
     return run, state
 
 
-def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDict, weight_bytes: int) -> dict:
+def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDict, defaults: DeviceDefaults) -> dict:
     """The start summary's figures (see :func:`hf_indosent.reporting.start_summary`)."""
     accelerator, args = run.accelerator, run.args
     splits = {name: split.num_rows for name, split in dataset.items()}
@@ -272,6 +318,8 @@ def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDic
         "device": str(accelerator.device),
         "threads": torch.get_num_threads(),
         "precision": accelerator.mixed_precision if accelerator.mixed_precision != "no" else "fp32",
+        "micro_batches": defaults.micro_batches,
+        "tf32": defaults.tf32,
         "run_dir": run.run_dir,
         "checkpoint_every": f", every {' and '.join(every)}" if every else "",
     }

@@ -160,3 +160,37 @@ def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, c
     with caplog.at_level("WARNING", logger="hf_indosent.training_setup"):
         training_setup.warn_if_few_cpu_threads(Accelerator(cpu=True))
     assert ("--num_cpu_threads_per_process 4" in caplog.text) is warned
+
+
+@pytest.mark.parametrize(
+    ("device", "given", "expected"),
+    [
+        ("cpu", {}, (4, False, False)),
+        ("cuda", {}, (1, True, True)),
+        ("mps", {}, (1, False, False)),
+        ("cuda", {"micro_batches": 2, "tf32": False}, (2, True, False)),
+        ("cpu", {"micro_batches": 1, "tf32": True}, (1, False, False)),  # TF32 exists only on NVIDIA GPUs
+    ],
+)
+def test_device_defaults_resolve_per_device_and_yield_to_explicit_flags(device, given, expected):
+    import torch
+
+    from hf_indosent.arguments import TrainingArguments
+    from hf_indosent.training_setup import device_defaults
+
+    defaults = device_defaults(torch.device(device), TrainingArguments(output_dir="x", **given))
+    assert (defaults.micro_batches, defaults.pin_memory, defaults.tf32) == expected
+
+
+def test_run_records_the_resolved_device_defaults(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
+    launch = json.loads((run_dir / "args.json").read_text())["launch"]
+    assert launch == {
+        "num_processes": 1,
+        "device": "cpu",
+        "mixed_precision": "no",
+        "micro_batches": 4,
+        "pin_memory": False,
+        "tf32": False,
+    }
