@@ -55,6 +55,7 @@ RESUMABLE = frozenset(
         "dataloader_num_workers",
         "dataset_cache_dir",
         "output_dir",
+        "calibrate",
     }
 )
 """Settings a resumed run may change: they do not alter what the steps already taken computed."""
@@ -75,8 +76,10 @@ class RunLock:
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / LOCK_FILE
         self.fd: int | None = None
+        self.created = False
 
     def acquire(self) -> None:
+        self.created = not self.path.parent.exists()  # removed again on release if nothing was written into it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -106,6 +109,8 @@ class RunLock:
             self.path.unlink(missing_ok=True)  # before closing: a process that opens it next locks a new file
             os.close(self.fd)
             self.fd = None
+            if self.created and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()  # a run refused before it wrote anything leaves no empty folder
 
 
 def _holder(record: str) -> str:

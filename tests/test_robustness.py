@@ -458,3 +458,10 @@ def test_every_subcommand_goes_through_the_one_runner():
         source = (ROOT / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8")
         assert f"def {function}(" in source, name
         assert "def cli_main(" not in source  # no second copy of parsing and error mapping
+
+
+def test_a_refused_run_leaves_no_empty_folder(tiny_smsa_dir, tmp_path):
+    run_dir = tmp_path / "new" / "run"
+    with pytest.raises(ModelSourceError, match="no model at that path"):
+        run_train(tmp_path / "no-such-model", tiny_smsa_dir, run_dir, tmp_path / "cache")
+    assert not run_dir.exists()
