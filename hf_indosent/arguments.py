@@ -22,10 +22,11 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from transformers import HfArgumentParser
 
+from hf_indosent.metrics import METRIC_NAMES
+
 T = TypeVar("T")
 
 DEFAULT_MODEL = "indobenchmark/indobert-base-p1"
-METRIC_CHOICES = ("accuracy", "f1", "precision", "recall")
 OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 DEFAULT_PIECE_SIZE = 10_000
 # Padded tokens per batch by default: on CPU, larger matrices stop paying off around here; GPUs want much more.
@@ -34,6 +35,10 @@ GPU_BATCH_TOKENS = 32768
 SPLIT_CHOICES = ("validation", "test")
 DEFAULT_HOST = "127.0.0.1"
 """Where the demo listens unless told otherwise: this machine only."""
+BACKENDS = ("auto", "torch", "torch-int8", "onnx", "onnx-int8")
+"""What runs the forward pass of ``predict``/``evaluate``; ``auto`` picks by the model folder's files."""
+DEFAULT_OPSET = 18
+"""The ONNX opset torch.onnx's exporter writes natively; a higher one is converted to after export."""
 
 
 class ArgumentError(ValueError):
@@ -189,6 +194,13 @@ class TrainingArguments:
             "and quality drops."
         },
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "After training, fit temperature scaling on validation and bake it into best/'s classifier "
+            "layer: plain pipeline() then returns calibrated probabilities, labels unchanged (ECE in metrics.json)."
+        },
+    )
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     torch_compile: bool = field(default=False, metadata={"help": "Compile the model with torch.compile."})
     fused_adam: bool = field(
@@ -226,8 +238,8 @@ class TrainingArguments:
         _check(0 < self.lr_gamma <= 1, f"lr_gamma={self.lr_gamma} must be in (0, 1] (tutorial: 0.5)")
         _check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0 (tutorial: 10)")
         _check(
-            self.metric_for_best_model in METRIC_CHOICES,
-            f"metric_for_best_model={self.metric_for_best_model!r} is unknown: use one of {list(METRIC_CHOICES)}",
+            self.metric_for_best_model in METRIC_NAMES,
+            f"metric_for_best_model={self.metric_for_best_model!r} is unknown: use one of {list(METRIC_NAMES)}",
         )
         _check(
             self.checkpointing_steps is None or self.checkpointing_steps > 0,
@@ -261,6 +273,11 @@ def check_batching(batch_size: int, max_batch_tokens: int | None, chunk_size: in
     for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens), ("chunk_size", chunk_size)):
         if value is not None and value < 1:
             raise ValueError(f"{name}={value} must be a positive number (texts, or tokens for max_batch_tokens)")
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is unknown: use one of {', '.join(BACKENDS)}")
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -301,9 +318,18 @@ class InferenceArguments:
     )
     device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda' or 'cuda:N' (default: GPU if any)."})
     revision: str | None = field(default=None, metadata={"help": "Hub revision when --model is a Hub id."})
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "What runs the model: 'torch', 'torch-int8' (Linear layers quantized, CPU), 'onnx' or 'onnx-int8' "
+            "(ONNX Runtime on the CPU, a folder written by `hf-indosent export`), or 'auto' (default): onnx-int8 if "
+            "the folder has model_int8.onnx, else onnx if it has model.onnx, else torch."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_batching(self.batch_size, self.max_batch_tokens, self.chunk_size)
+        check_backend(self.backend)
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"--max_length {self.max_length} must be at least 2 tokens, or unset (the model's limit)")
 
@@ -525,6 +551,69 @@ class DemoArguments:
             raise ValueError(f"--port {self.port} is not a TCP port: use 1..65535, or leave it unset for 7860")
         if not self.host.strip():
             raise ValueError("--host is empty: use 127.0.0.1 (this machine only) or 0.0.0.0 (your network)")
+
+
+BASELINE_C_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
+"""What ``hf-indosent baseline`` tries without --C: on SmSA, validation macro F1 peaks near 3, lower either side."""
+
+
+@dataclass
+class BaselineArguments:
+    """``hf-indosent baseline`` options (the data options are :class:`DataArguments`, shared with training)."""
+
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Run folder: metrics.json, confusion_matrix.png, args.json and best/ (the skops model)."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the run files of a previous run in output_dir."}
+    )
+    C: float | None = field(
+        default=None,
+        metadata={
+            "help": "Logistic regression's inverse regularisation strength. Default: the best of "
+            f"{', '.join(f'{c:g}' for c in BASELINE_C_GRID)} by validation macro F1."
+        },
+    )
+    max_features: int | None = field(
+        default=None,
+        metadata={"help": "Keep at most N word and N character n-grams (the most frequent). Default: all seen twice."},
+    )
+    seed: int = field(default=42, metadata={"help": "Random seed of the saga solver."})
+
+    def __post_init__(self) -> None:
+        _check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR (e.g. outputs/baseline)")
+        _check(self.C is None or self.C > 0, f"C={self.C} must be > 0, or unset to pick it on validation")
+        _check(
+            self.max_features is None or self.max_features > 0,
+            f"max_features={self.max_features} must be a positive number of n-grams, or unset for all",
+        )
+
+
+@dataclass
+class ExportArguments:
+    """``hf-indosent export`` options: a fine-tuned model to an ONNX Runtime folder for fast CPU inference."""
+
+    model: str = field(metadata={"help": "Fine-tuned model folder, or a training run folder (its best/ is used)."})
+    output_dir: str = field(
+        metadata={"help": "Folder to write: model.onnx, model_int8.onnx, config, tokenizer (replaces a former export)."}
+    )
+    int8: bool = field(
+        default=True,
+        metadata={
+            "help": "Also write model_int8.onnx (dynamic int8 quantization of the weights, per channel), the faster "
+            "CPU model. On by default; --no_int8 skips it."
+        },
+    )
+    opset: int = field(default=DEFAULT_OPSET, metadata={"help": f"ONNX opset to write (default {DEFAULT_OPSET})."})
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model.strip()), "--model is empty: pass a training run folder (OUTPUT_DIR) or its best/")
+        _check(bool(self.output_dir.strip()), "--output_dir is empty: pass the folder to write the export to")
+        _check(
+            self.opset >= DEFAULT_OPSET,
+            f"--opset {self.opset} is too old: torch.onnx writes opset {DEFAULT_OPSET} or later (the default)",
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from hf_indosent.arguments import EvaluateArguments, InferenceArguments
 from hf_indosent.data import load_smsa, require_labels
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
-from hf_indosent.prediction import Predictor
+from hf_indosent.prediction import ChunkedPredictor, load_predictor
 from hf_indosent.reporting import plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def load_labelled(args: EvaluateArguments, label_names: Sequence[str]) -> datase
     return dataset
 
 
-def evaluate_dataset(predictor: Predictor, dataset: datasets.Dataset) -> dict[str, Any]:
+def evaluate_dataset(predictor: ChunkedPredictor, dataset: datasets.Dataset) -> dict[str, Any]:
     """Macro metrics, per-class report and confusion matrix of ``predictor`` on a labelled ``dataset``."""
     names = predictor.label_names
     label_ids = {name: index for index, name in enumerate(names)}
@@ -64,7 +64,7 @@ def evaluate_dataset(predictor: Predictor, dataset: datasets.Dataset) -> dict[st
 
 def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> dict[str, Any]:
     """Run ``hf-indosent evaluate``: write ``<name>_results.json`` and ``<name>_confusion_matrix.png``."""
-    predictor = Predictor.from_arguments(inference)
+    predictor = load_predictor(inference)
     dataset = load_labelled(args, predictor.label_names)
     report = {"model": inference.model, "data": args.file or args.split, **evaluate_dataset(predictor, dataset)}
     output_dir = Path(args.output_dir)

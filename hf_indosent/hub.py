@@ -115,7 +115,14 @@ def push_to_hub(
     label_names = label_names_of(str(folder))  # refuses generic LABEL_0 names before anything is uploaded
     patterns = upload_patterns(folder)
     run = Path(run_dir) if run_dir is not None else folder.parent
-    card = build_model_card(repo_id, label_names, _read_json(run / "metrics.json"), _read_json(run / "args.json"))
+    seeds = run.parent / "seeds.json"  # scripts/seeds.py puts each seed's run folder beside it
+    card = build_model_card(
+        repo_id,
+        label_names,
+        _read_json(run / "metrics.json"),
+        _read_json(run / "args.json"),
+        seeds=_read_json(seeds) if seeds.is_file() else None,
+    )
     token = require_token(token)
     files = sorted(path for path in folder.iterdir() if path.is_file() and any(fnmatch(path.name, p) for p in patterns))
     operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=str(path)) for path in files]

@@ -87,6 +87,16 @@ def _eval_results(metrics: Mapping[str, Any] | None, on_smsa: bool) -> list[Eval
     return results
 
 
+def _seeds_line(seeds: Mapping[str, Any] | None) -> str:
+    """The spread over seeds (``seeds.json`` of ``scripts/seeds.py`` beside the run folder), so one lucky seed is
+    never all a reader sees."""
+    f1 = ((seeds or {}).get("summary") or {}).get("validation", {}).get("f1")
+    if not f1:
+        return ""
+    spread = f" ± {f1['std']:.4f} (sample std)" if f1.get("std") is not None else ""
+    return f"\nThe same recipe over {f1['n']} seeds: validation macro F1 {f1['mean']:.4f}{spread}.\n"
+
+
 def _results_table(metrics: Mapping[str, Any] | None, repo_id: str) -> str:
     rows = []
     for split in ("validation", "test"):
@@ -105,6 +115,14 @@ def _results_table(metrics: Mapping[str, Any] | None, repo_id: str) -> str:
             f"Best epoch {metrics['best_epoch']} of {metrics.get('epochs_completed', '?')} by validation "
             f"{metrics.get('metric_for_best_model', 'f1')}"
             + (" (training stopped early)." if metrics.get("stopped_early") else ".")
+        )
+    calibration = metrics.get("calibration")
+    if calibration:
+        before, after = calibration["ece_before"], calibration["ece_after"]
+        lines.append(
+            f"\nScores are calibrated: temperature scaling (T = {calibration['temperature']:.3f}, fitted on "
+            f"validation) is part of the classifier layer; expected calibration error on validation {before:.4f} "
+            f"before, {after:.4f} after ({calibration['bins']} bins)."
         )
     if not metrics.get("test"):
         lines.append(
@@ -137,6 +155,7 @@ def build_model_card(
     label_names: Sequence[str],
     metrics: Mapping[str, Any] | None = None,
     recipe: Mapping[str, Any] | None = None,
+    seeds: Mapping[str, Any] | None = None,
 ) -> str:
     """The README.md text: YAML front matter (language, license, datasets, metrics, model-index, widget) and body."""
     on_smsa = _trained_on_smsa(recipe)
@@ -167,7 +186,7 @@ def build_model_card(
         model_name=model_name,
         label_names=list(label_names),
         data_line=data_line,
-        results_table=_results_table(metrics, repo_id),
+        results_table=_results_table(metrics, repo_id) + _seeds_line(seeds),
         repo_id=repo_id,
         example=WIDGET_EXAMPLES[0]["text"],
         recipe_table=_recipe_table(recipe),

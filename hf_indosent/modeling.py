@@ -30,6 +30,14 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model_int8.onnx"
+ONNX_FILES = (ONNX_FILE, ONNX_INT8_FILE)
+"""What ``hf-indosent export`` writes instead of PyTorch weights: the fp32 graph and its int8 twin."""
+EXPORTED_FOLDER = (
+    f"an `hf-indosent export` folder holds {CONFIG_FILE}, {ONNX_FILE} ({ONNX_INT8_FILE} too, unless exported with "
+    "--no_int8) and the tokenizer files"
+)
 TOKENIZER_FILES: tuple[str, ...] = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -74,6 +82,19 @@ def resolve_model_path(model_name_or_path: str) -> str:
     return str(module.get_model_path())
 
 
+BASELINE_FILE = "baseline.json"
+"""Marks a folder written by ``hf-indosent baseline`` (a scikit-learn model, not a transformers one)."""
+
+
+def baseline_folder(path: str | os.PathLike) -> Path | None:
+    """The folder holding a baseline model: ``path`` itself or its best/; ``None`` when ``path`` holds none."""
+    folder = Path(path)
+    for candidate in (folder, folder / BEST_DIR):
+        if (candidate / BASELINE_FILE).is_file():
+            return candidate
+    return None
+
+
 class ModelSourceError(ValueError):
     """A model argument that names no usable model; the message says what is missing and what to pass."""
 
@@ -106,20 +127,26 @@ def check_safetensors(path: Path) -> None:
         )
 
 
-def missing_model_files(folder: Path) -> list[str]:
-    """What a loadable model folder lacks: config, weights, tokenizer (empty when complete)."""
+def missing_model_files(folder: Path, weight_files: Sequence[str] = WEIGHT_FILES) -> list[str]:
+    """What a loadable model folder lacks: config, weights (one of ``weight_files``), tokenizer (empty if complete)."""
     missing = []
     if not (folder / CONFIG_FILE).is_file():
         missing.append(CONFIG_FILE)
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        missing.append("weights (model.safetensors)")
+    if not any((folder / name).is_file() for name in weight_files):
+        missing.append(f"weights ({weight_files[0]})")
     if not any((folder / name).is_file() for name in VOCABULARY_FILES):
         missing.append("tokenizer files (tokenizer.json or vocab.txt; save them with tokenizer.save_pretrained)")
     return missing
 
 
-def resolve_model_source(model: str | os.PathLike, option: str = "--model") -> str:
-    """The folder or Hub id to load for ``model``, checked: see the module docstring. Raises ModelSourceError."""
+def resolve_model_source(
+    model: str | os.PathLike, option: str = "--model", weight_files: Sequence[str] = WEIGHT_FILES
+) -> str:
+    """The folder or Hub id to load for ``model``, checked: see the module docstring. Raises ModelSourceError.
+
+    ``weight_files`` are the weights the caller can load (any one will do): PyTorch ones by default, the ONNX files
+    for the ONNX Runtime backends of :mod:`hf_indosent.prediction`.
+    """
     name = resolve_model_path(os.fspath(model))
     folder = Path(name).expanduser()
     if folder.is_dir():
@@ -131,11 +158,23 @@ def resolve_model_source(model: str | os.PathLike, option: str = "--model") -> s
                 "it finish, or continue it with --resume_from_checkpoint latest; "
                 f"{FINISHED_RUN}"
             )
-        missing = missing_model_files(folder)
+        loads_pytorch, loads_onnx = (bool(set(weight_files) & set(kind)) for kind in (WEIGHT_FILES, ONNX_FILES))
+        has_pytorch, has_onnx = (any((folder / name).is_file() for name in kind) for kind in (WEIGHT_FILES, ONNX_FILES))
+        if has_onnx and not has_pytorch and not loads_onnx:
+            raise ModelSourceError(
+                f"{option} {os.fspath(model)!r} is an ONNX export ({folder} has {ONNX_FILE} or {ONNX_INT8_FILE}, no "
+                "PyTorch weights): run it with --backend onnx, onnx-int8 or auto"
+            )
+        if has_pytorch and not has_onnx and not loads_pytorch:
+            raise ModelSourceError(
+                f"{option} {os.fspath(model)!r} holds PyTorch weights, not an ONNX export: write one with "
+                f"`hf-indosent export --model {os.fspath(model)} --output_dir DIR` and pass DIR, or use --backend torch"
+            )
+        missing = missing_model_files(folder, weight_files)
         if missing:
             raise ModelSourceError(
                 f"{option} {os.fspath(model)!r}: the model folder {folder} is incomplete, it has no "
-                f"{', no '.join(missing)}; {FINISHED_RUN}"
+                f"{', no '.join(missing)}; {FINISHED_RUN if loads_pytorch else EXPORTED_FOLDER}"
             )
         for weights in sorted(folder.glob("*.safetensors")):
             check_safetensors(weights)

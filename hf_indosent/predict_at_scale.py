@@ -38,8 +38,8 @@ from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
 from hf_indosent.arguments import InferenceArguments, PredictArguments
-from hf_indosent.modeling import label_names_of, resolve_model_source
-from hf_indosent.prediction import Predictor, model_identity, resolve_device
+from hf_indosent.modeling import baseline_folder, label_names_of
+from hf_indosent.prediction import Predictor, model_identity, resolve_backend, resolve_device
 from hf_indosent.textio import (
     InputSource,
     atomic_path,
@@ -101,7 +101,12 @@ def run_piecewise(inference: InferenceArguments, args: PredictArguments) -> dict
     if state.num_processes > 1:
         args.check_piecewise(f"a launch on {state.num_processes} processes")
     device = process_device(state, inference)
-    model_path = resolve_model_source(inference.model)
+    if baseline_folder(inference.model) is not None:
+        raise ValueError(
+            f"--model {inference.model!r} is a TF-IDF baseline: piece-wise predict (resumable, Parquet, several "
+            "processes) runs transformer models; predict it in one go (drop --resumable, write .csv or .jsonl)"
+        )
+    model_path, _ = resolve_backend(inference.model, inference.backend, inference.device)
     source = open_input(args.file, args.text_column, dataset=args.dataset, split=args.split)
     output = Path(args.output)
     columns = result_columns(
@@ -161,6 +166,7 @@ def output_arguments(inference: InferenceArguments, args: PredictArguments, devi
         "--max_batch_tokens": inference.max_batch_tokens,
         "--chunk_size": inference.chunk_size,
         "--max_length": inference.max_length,
+        "--backend": inference.backend,
         "device": device_type,
     }
 

@@ -4,6 +4,8 @@ The model is loaded as ``transformers.pipeline("text-classification", truncation
 truncated at an explicit max length, so texts longer than the model accepts never crash. Speed comes from how the
 pipeline is fed: input is read in chunks (memory stays bounded on huge files), each chunk is sorted by token length
 and cut into batches of similar lengths (little padding), and the input order is restored before anything is returned.
+On the CPU, a backend (:mod:`hf_indosent.export`: int8 PyTorch, or ONNX Runtime on an exported folder) can replace the
+model inside the pipeline; everything else here stays the same.
 
 Bad input never shifts rows. Empty or whitespace-only texts, non-strings and undecodable lines get an output row with
 no label and an ``error`` that says why; row i of the output always belongs to row i of the input.
@@ -34,10 +36,12 @@ from hf_indosent.arguments import (
     GPU_BATCH_TOKENS,
     InferenceArguments,
     PredictArguments,
+    check_backend,
     check_batching,
 )
 from hf_indosent.data import LABEL_NAMES, load_smsa
-from hf_indosent.modeling import label_names_of, max_positions, resolve_model_source
+from hf_indosent.export import auto_backend, backend_files, pipeline_model, quantize_linear_layers
+from hf_indosent.modeling import baseline_folder, label_names_of, max_positions, resolve_model_source
 from hf_indosent.textio import (
     BadInput,
     ResultWriter,
@@ -71,14 +75,68 @@ def resolve_device(device: str | int | None) -> torch.device:
     return resolved
 
 
-class Predictor:
+def backend_device(backend: str, device: str | int | None) -> torch.device:
+    """``torch`` runs where ``device`` says; the int8 and ONNX Runtime backends run on the CPU only."""
+    if backend == "torch":
+        return resolve_device(device)
+    if device is not None and resolve_device(device).type != "cpu":
+        raise ValueError(
+            f"--backend {backend} runs on the CPU only, but device={device!r}: pass --device cpu, or --backend torch "
+            "to use the GPU"
+        )
+    return torch.device("cpu")
+
+
+def resolve_backend(model: str | Path, backend: str, device: str | int | None) -> tuple[str, str]:
+    """The model folder (or Hub id) to load and the backend that runs it; ``auto`` picks by the folder's files."""
+    check_backend(backend)
+    path = resolve_model_source(model, weight_files=backend_files(backend))
+    return path, auto_backend(path, resolve_device(device).type) if backend == "auto" else backend
+
+
+class ChunkedPredictor:
+    """What every predictor shares: one result per input row, in input order, ``chunk_size`` rows at a time.
+
+    Subclasses set ``label_names``, ``max_length`` and ``chunk_size`` and implement ``_predict_chunk``; the
+    predict/evaluate commands, the demo and :func:`predict_dataset` only use this interface.
+    """
+
+    label_names: list[str]
+    max_length: int | None
+    chunk_size: int
+
+    def __call__(self, texts: str | Iterable[Any]) -> list[dict[str, Any]]:
+        """One result per input: ``{"label", "scores": {name: probability}, "error"}`` (see module docstring)."""
+        return list(self.stream([texts] if isinstance(texts, str) else texts))
+
+    def stream(self, rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
+        """Lazily yield one result per input row, in input order, holding at most ``chunk_size`` rows at a time."""
+        iterator = iter(rows)
+        while chunk := list(itertools.islice(iterator, self.chunk_size)):
+            yield from self._predict_chunk(chunk)
+
+    def _predict_chunk(self, chunk: Sequence[Any]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+def load_predictor(args: InferenceArguments) -> ChunkedPredictor:
+    """The predictor ``--model`` names: a TF-IDF baseline run (``hf-indosent baseline``) or a fine-tuned transformer."""
+    if baseline_folder(args.model) is not None:
+        from hf_indosent.baseline import BaselinePredictor  # scikit-learn and skops, only for a baseline
+
+        return BaselinePredictor(args.model, chunk_size=args.chunk_size)
+    return Predictor.from_arguments(args)
+
+
+class Predictor(ChunkedPredictor):
     """A loaded text-classification pipeline and the length-sorted, chunked batching that feeds it.
 
     The pipeline's own stages do the work (its tokenizer with ``truncation=True`` and an explicit ``max_length``,
     ``pipe.forward`` for device placement, ``pipe.postprocess`` for the scores), so results are the pipeline's; only
     the batching differs. Within a chunk, texts are sorted by token length and cut into batches of at most
     ``batch_size`` texts and ``max_batch_tokens`` padded tokens: short texts share large batches, long ones small
-    ones, and hardly any padding is computed.
+    ones, and hardly any padding is computed. ``backend`` only changes the model inside the pipeline (see
+    :mod:`hf_indosent.export`); ``auto`` runs an exported folder with ONNX Runtime and anything else with PyTorch.
 
     Load once, call often (``predictor(texts)`` or ``predictor.stream(rows)``); :func:`predict` does both in one go.
     """
@@ -93,22 +151,25 @@ class Predictor:
         max_length: int | None = None,
         chunk_size: int = 2048,
         revision: str | None = None,
+        backend: str = "auto",
     ) -> None:
         check_batching(batch_size, max_batch_tokens, chunk_size)
-        self.model_path = resolve_model_source(model)
+        self.model_path, self.backend = resolve_backend(model, backend, device)
         self.revision = revision
         self.label_names = label_names_of(self.model_path, revision)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
-        resolved = resolve_device(device)
+        resolved = backend_device(self.backend, device)
         self.pipe = pipeline(
             "text-classification",
-            model=self.model_path,
+            **pipeline_model(self.model_path, self.backend),
             revision=revision,
             device=resolved,
             truncation=True,
             top_k=None,
         )
+        if self.backend == "torch-int8":
+            quantize_linear_layers(self.pipe.model)
         self.max_length = self._max_length(max_length)
         if max_batch_tokens is None:
             max_batch_tokens = CPU_BATCH_TOKENS if resolved.type == "cpu" else GPU_BATCH_TOKENS
@@ -125,6 +186,7 @@ class Predictor:
             max_length=args.max_length,
             chunk_size=args.chunk_size,
             revision=args.revision,
+            backend=args.backend,
         )
 
     def _max_length(self, requested: int | None) -> int:
@@ -145,16 +207,6 @@ class Predictor:
     @property
     def device(self) -> torch.device:
         return self.pipe.device
-
-    def __call__(self, texts: str | Iterable[Any]) -> list[dict[str, Any]]:
-        """One result per input: ``{"label", "scores": {name: probability}, "error"}`` (see module docstring)."""
-        return list(self.stream([texts] if isinstance(texts, str) else texts))
-
-    def stream(self, rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
-        """Lazily yield one result per input row, in input order, holding at most ``chunk_size`` rows at a time."""
-        iterator = iter(rows)
-        while chunk := list(itertools.islice(iterator, self.chunk_size)):
-            yield from self._predict_chunk(chunk)
 
     def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
         """Indices of ``lengths`` shortest first, cut so no batch exceeds the text or padded-token limits."""
@@ -275,8 +327,9 @@ def predict_dataset(
         table = result_table(columns, 0, texts, predictor.stream(texts))
         return {prefix + column: values for column, values in table.items()}
 
-    identity = [dataset._fingerprint, model_identity(predictor.model_path, predictor.revision), str(predictor.device)]
-    identity += [predictor.max_length, predictor.batch_size, predictor.max_batch_tokens, predictor.chunk_size]
+    identity = [dataset._fingerprint, model_identity(predictor.model_path, predictor.revision)]
+    identity += [str(predictor.device), predictor.backend, predictor.max_length, predictor.batch_size]
+    identity += [predictor.max_batch_tokens, predictor.chunk_size]
     return dataset.map(
         label,
         batched=True,
@@ -344,7 +397,7 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
             "--include_text and --include_scores shape the piece-wise output, but this run writes in one go (always "
             "with the text and every score): add --resumable, or drop them"
         )
-    predictor = Predictor.from_arguments(inference)
+    predictor = load_predictor(inference)
     if args.submission is not None:
         test = load_smsa(data_dir=args.data_dir, cache_dir=args.dataset_cache_dir)["test"]
         path, archive = write_submission(predictor, test["text"], args.submission)

@@ -16,6 +16,7 @@ import logging
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.calibration import apply_temperature, calibration_report
 from hf_indosent.checkpointing import (
     CHECKPOINTS,
     CheckpointClock,
@@ -144,26 +146,54 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
 # Evaluation
 
 
+@dataclass
+class Scored:
+    """What one pass over an evaluation split gives: metrics, and the gathered predictions, references and logits."""
+
+    metrics: dict[str, float]
+    predictions: list[int]
+    references: list[int]
+    logits: torch.Tensor
+
+
 @torch.no_grad()
-def evaluate(run: Run, loader: DataLoader, desc: str = "Evaluating") -> tuple[dict[str, float], list[int], list[int]]:
+def evaluate(run: Run, loader: DataLoader, desc: str = "Evaluating") -> Scored:
     """Loss and the four macro metrics over every example of ``loader`` exactly once, on all processes."""
     accelerator, model = run.accelerator, run.model
     model.eval()
-    predictions, references, losses = [], [], []
+    all_logits, references, losses = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         labels = batch.pop("labels")
-        logits = model(**batch).logits
-        loss = F.cross_entropy(logits.float(), labels, reduction="none")
-        preds, refs, loss = accelerator.gather_for_metrics((logits.argmax(-1), labels, loss))
-        predictions.append(preds)
+        logits = model(**batch).logits.float()
+        loss = F.cross_entropy(logits, labels, reduction="none")
+        logits, refs, loss = accelerator.gather_for_metrics((logits, labels, loss))
+        all_logits.append(logits)
         references.append(refs)
         losses.append(loss)
-    preds = torch.cat(predictions).tolist()
-    refs = torch.cat(references).tolist()
+    logits = torch.cat(all_logits)
+    preds, refs = logits.argmax(-1).tolist(), torch.cat(references).tolist()
     metrics = compute_metrics(preds, refs, run.metric)
     metrics["loss"] = torch.cat(losses).mean().item()
     metrics["num_examples"] = len(refs)
-    return metrics, preds, refs
+    return Scored(metrics, preds, refs, logits.cpu())
+
+
+def calibrate_best(run: Run) -> dict[str, Any]:
+    """Temperature scaling fitted on validation and baked into best/'s classifier layer (labels never change).
+
+    Plain ``pipeline()`` on the saved model then returns calibrated probabilities; the report (T, NLL and expected
+    calibration error before and after) goes to metrics.json and the model card.
+    """
+    load_best_weights(run)
+    scored = evaluate(run, run.eval_loaders["validation"], desc="calibration (validation)")
+    report = calibration_report(scored.logits.numpy(), scored.references)
+    apply_temperature(run.accelerator.unwrap_model(run.model), report["temperature"], len(run.label_names))
+    save_best(run)
+    run.say(
+        f"Calibrated best/: temperature {report['temperature']:.3f}, validation ECE {report['ece_before']:.4f} -> "
+        f"{report['ece_after']:.4f}"
+    )
+    return report
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,7 +238,8 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
     epoch = state.epoch + 1
     run.say(f"(Epoch {epoch}) TRAIN LOSS:{train_metrics['loss']:.4f} {metrics_to_string(train_metrics)} LR:{lr:.8f}")
     validation_started = time.perf_counter()
-    validation, preds, refs = evaluate(run, run.eval_loaders["validation"], desc=f"(Epoch {epoch}) validation")
+    scored = evaluate(run, run.eval_loaders["validation"], desc=f"(Epoch {epoch}) validation")
+    validation, preds, refs = scored.metrics, scored.predictions, scored.references
     validation_seconds = time.perf_counter() - validation_started
     run.say(f"(Epoch {epoch}) VALID LOSS:{validation['loss']:.4f} {metrics_to_string(validation)}")
 
@@ -250,7 +281,7 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
 
 
 def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
-    """metrics.json (best epoch, its validation metrics, test metrics when labelled) and the confusion matrix."""
+    """metrics.json (best epoch, its validation metrics, calibration, test metrics when labelled), confusion matrix."""
     accelerator = run.accelerator
     best = {key: value for key, value in state.best_validation.items() if key not in ("per_class", "confusion")}
     results: dict[str, Any] = {
@@ -265,9 +296,12 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
         "train_runtime_s": state.train_seconds,
         "train_samples_per_second": state.train_samples / state.train_seconds if state.train_seconds else None,
     }
+    if run.args.calibrate:
+        results["calibration"] = calibrate_best(run)  # the model now holds best/'s (calibrated) weights
     if "test" in run.eval_loaders:
-        load_best_weights(run)
-        test, _, _ = evaluate(run, run.eval_loaders["test"], desc="test (best model)")
+        if not run.args.calibrate:
+            load_best_weights(run)
+        test = evaluate(run, run.eval_loaders["test"], desc="test (best model)").metrics
         results["test"] = test
         run.say(f"TEST (best model) LOSS:{test['loss']:.4f} {metrics_to_string(test)}")
     if accelerator.is_main_process:

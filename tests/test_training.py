@@ -194,3 +194,25 @@ def test_run_records_the_resolved_device_defaults(tiny_model_dir, tiny_smsa_dir,
         "pin_memory": False,
         "tf32": False,
     }
+
+
+def test_best_model_is_calibrated_and_keeps_its_labels(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    from hf_indosent.data import load_smsa
+    from hf_indosent.metrics import compute_metrics
+    from hf_indosent.prediction import Predictor
+
+    run_dir = tmp_path / "run"
+    run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    calibration = metrics["calibration"]
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # T = 1 was a candidate
+    config = json.loads((run_dir / "best" / "config.json").read_text())
+    assert config["calibration_temperature"] == pytest.approx(calibration["temperature"])
+    # the calibrated best/ predicts exactly the labels its validation metrics were computed from
+    validation = load_smsa(data_dir=tiny_smsa_dir, cache_dir=cache_dir)["validation"]
+    predictor = Predictor(run_dir)
+    names = predictor.label_names
+    predicted = [names.index(result["label"]) for result in predictor(validation["text"])]
+    rescored = compute_metrics(predicted, validation["label"])
+    assert rescored["f1"] == pytest.approx(metrics["validation"]["f1"])
+    assert rescored["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])

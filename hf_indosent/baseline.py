@@ -1,0 +1,350 @@
+"""``hf-indosent baseline``: TF-IDF n-grams + logistic regression, the number a fine-tuned transformer has to beat.
+
+It reads the same splits with the same loader and options as training (:class:`~hf_indosent.arguments.DataArguments`),
+is scored by the same metrics module and leaves a run folder shaped like a training run's, so the two compare line by
+line. Features: word 1-2-grams and character 2-5-grams within word boundaries (``char_wb``), each TF-IDF weighted
+(sublinear tf, n-grams seen at least twice), side by side in a ``FeatureUnion``. Classifier: multinomial logistic
+regression (saga solver: about ten times faster than lbfgs on these sparse features). Without ``--C``,
+C is the best of ``BASELINE_C_GRID`` by validation macro F1; the features are computed once for the whole search.
+
+The fitted pipeline is saved with skops, never pickle: loading reads data and rebuilds only the types listed in
+:data:`TRUSTED_TYPES`, and refuses a file that names any other type, so a tampered or foreign file cannot run code.
+:class:`BaselinePredictor` loads it with the interface of :class:`hf_indosent.prediction.Predictor`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import sklearn
+import skops
+import skops.io as sio
+from accelerate import PartialState
+from evaluate import EvaluationModule
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
+from skops.io.exceptions import UntrustedTypesFoundException
+
+from hf_indosent.arguments import BASELINE_C_GRID, BaselineArguments, DataArguments
+from hf_indosent.checkpointing import removed_on_error, replace_dir
+from hf_indosent.data import NO_LABEL
+from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
+from hf_indosent.modeling import BASELINE_FILE, BEST_DIR, baseline_folder
+from hf_indosent.prediction import ChunkedPredictor, input_error
+from hf_indosent.reporting import metrics_to_string, plot_confusion_matrix, write_json
+from hf_indosent.run_folder import ARGS_FILE, existing_run_files
+from hf_indosent.training_setup import load_data
+
+logger = logging.getLogger(__name__)
+
+"""What makes a folder a baseline model: label names and format, beside the model file (like a config.json)."""
+MODEL_FILE = "model.skops"
+FORMAT = "hf-indosent-baseline"
+FORMAT_VERSION = 1
+MAX_ITER = 1000
+TRUSTED_TYPES: tuple[str, ...] = (
+    "builtins.dict",
+    "builtins.list",
+    "builtins.str",
+    "builtins.tuple",
+    "numpy.float64",
+    "numpy.ndarray",
+    "sklearn.feature_extraction.text.TfidfTransformer",
+    "sklearn.feature_extraction.text.TfidfVectorizer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.pipeline.FeatureUnion",
+    "sklearn.pipeline.Pipeline",
+)
+"""Every type a saved baseline holds; a model file naming any other type is refused before anything is built."""
+
+
+class UnsafeModelFileError(ValueError):
+    """A model file that names types a baseline never holds: tampered with, or not written by ``baseline``."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The model
+
+
+def build_features(max_features: int | None = None) -> FeatureUnion:
+    """Word 1-2-grams and char_wb 2-5-grams, TF-IDF with sublinear tf; n-grams of a single text are noise, dropped."""
+    settings = {"sublinear_tf": True, "min_df": 2, "max_features": max_features}
+    return FeatureUnion(
+        [
+            ("word", TfidfVectorizer(analyzer="word", ngram_range=(1, 2), **settings)),
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), **settings)),
+        ]
+    )
+
+
+def build_classifier(C: float, seed: int) -> LogisticRegression:
+    return LogisticRegression(C=C, solver="saga", max_iter=MAX_ITER, random_state=seed)
+
+
+def check_training_labels(labels: Sequence[int], label_names: Sequence[str]) -> None:
+    """Every label needs training rows: logistic regression cannot predict a class it never saw."""
+    present = set(labels)
+    missing = [name for index, name in enumerate(label_names) if index not in present]
+    if missing:
+        raise ValueError(
+            f"the training split has no rows labelled {missing}: the baseline cannot learn them; add examples, or "
+            "raise --max_train_samples"
+        )
+
+
+def fit_baseline(
+    train: datasets.Dataset, validation: datasets.Dataset, args: BaselineArguments, metric: EvaluationModule
+) -> tuple[Pipeline, dict[str, float]]:
+    """The fitted pipeline and, when C was searched, validation macro F1 by C (``{"0.3": f1, ...}``)."""
+    label_names = train.features["label"].names
+    check_training_labels(train["label"], label_names)
+    features = build_features(args.max_features)
+    train_matrix = features.fit_transform(train["text"])
+    if args.C is not None:
+        classifier = build_classifier(args.C, args.seed).fit(train_matrix, train["label"])
+        return Pipeline([("features", features), ("classifier", classifier)]), {}
+    validation_matrix = features.transform(validation["text"])
+    search: dict[str, float] = {}
+    best: tuple[float, LogisticRegression] | None = None
+    for C in BASELINE_C_GRID:
+        classifier = build_classifier(C, args.seed).fit(train_matrix, train["label"])
+        score = compute_metrics(classifier.predict(validation_matrix), validation["label"], metric)["f1"]
+        search[str(C)] = score
+        logger.info("C=%g: validation macro F1 %.4f", C, score)
+        if best is None or score > best[0]:
+            best = (score, classifier)
+    return Pipeline([("features", features), ("classifier", best[1])]), search
+
+
+def score_split(pipeline: Pipeline, dataset: datasets.Dataset, metric: EvaluationModule) -> dict[str, Any]:
+    """Macro metrics (with ``num_examples``), per-class report and confusion matrix of the pipeline's argmax."""
+    names = dataset.features["label"].names
+    predictions = pipeline.predict_proba(dataset["text"]).argmax(axis=1)
+    references = dataset["label"]
+    return {
+        "metrics": {**compute_metrics(predictions, references, metric), "num_examples": len(references)},
+        "per_class": per_class_report(predictions, references, names),
+        "confusion": confusion(predictions, references, names),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Saving and loading without pickle
+
+
+def saved_types(path: Path) -> set[str]:
+    """Fully qualified names of every type a skops file names, read from its JSON schema (nothing is built)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as err:
+        raise UnsafeModelFileError(
+            f"{path} is not a skops model file ({err}): write it again with hf-indosent baseline"
+        ) from None
+    found: set[str] = set()
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if "__class__" in node:
+                found.add(f"{node.get('__module__')}.{node['__class__']}")
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
+def check_types(path: Path) -> None:
+    unexpected = sorted(saved_types(path) - set(TRUSTED_TYPES))
+    if unexpected:
+        raise UnsafeModelFileError(
+            f"{path} names types a baseline never holds ({', '.join(unexpected)}): refusing to load it, it was "
+            "tampered with or not written by hf-indosent baseline; train the baseline again"
+        )
+
+
+def save_model(pipeline: Pipeline, folder: Path, label_names: Sequence[str], settings: dict[str, Any]) -> None:
+    """``folder``/model.skops and baseline.json, written to a staging folder and swapped in whole."""
+    staging = folder.with_name(f".{folder.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    with removed_on_error(staging):
+        # Deflated: the vocabularies are JSON in the file, and shrink about tenfold.
+        sio.dump(pipeline, staging / MODEL_FILE, compression=zipfile.ZIP_DEFLATED)
+        check_types(staging / MODEL_FILE)  # what is saved must load: TRUSTED_TYPES follows the pipeline
+        info = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "label_names": list(label_names),
+            "model": settings,
+            "sklearn_version": sklearn.__version__,
+            "skops_version": skops.__version__,
+        }
+        write_json(staging / BASELINE_FILE, info)
+    replace_dir(staging, folder)
+
+
+def load_model(path: Path, num_labels: int) -> Pipeline:
+    """The pipeline in ``path``, rebuilt only from :data:`TRUSTED_TYPES`; checked to predict ``num_labels`` ids."""
+    check_types(path)
+    try:
+        pipeline = sio.load(path, trusted=list(TRUSTED_TYPES))
+    except UntrustedTypesFoundException as err:
+        raise UnsafeModelFileError(f"{path}: {err}; refusing to load it, train the baseline again") from None
+    classes = getattr(pipeline, "classes_", None)
+    if not isinstance(pipeline, Pipeline) or classes is None or list(classes) != list(range(num_labels)):
+        raise UnsafeModelFileError(
+            f"{path} does not hold a fitted baseline for {num_labels} labels (classes {classes}): train it again"
+        )
+    return pipeline
+
+
+def is_baseline_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a baseline run folder or its best/ (it holds baseline.json), not a transformers model."""
+    return baseline_folder(path) is not None
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    path = folder / BASELINE_FILE
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}): train the baseline again") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a baseline description (format {FORMAT!r} expected): train it again")
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version {info.get('format_version')!r}, this hf-indosent reads {FORMAT_VERSION}: "
+            "use the hf-indosent version that wrote it, or train the baseline again"
+        )
+    names = info.get("label_names")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{path}: label_names {names!r} must be a list of at least two names: train it again")
+    return info
+
+
+class BaselinePredictor(ChunkedPredictor):
+    """A saved baseline behind :class:`hf_indosent.prediction.Predictor`'s interface, so predict/evaluate take either.
+
+    ``label_names``, ``max_length`` (``None``: TF-IDF reads whole texts), ``stream(rows)`` and ``__call__(texts)``
+    give one ``{"label", "scores": {name: probability}, "error"}`` per input row, in input order; rows that are not
+    usable texts keep their place with ``label=None`` and the reason (:func:`hf_indosent.prediction.input_error`).
+    """
+
+    max_length: int | None = None
+
+    def __init__(self, path: str | Path, *, chunk_size: int = 2048) -> None:
+        folder = baseline_folder(path)
+        if folder is None:
+            raise ValueError(
+                f"{str(path)!r} is not a baseline model: it has no {BASELINE_FILE} (nor its {BEST_DIR}/); pass the "
+                "--output_dir of hf-indosent baseline or its best/"
+            )
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size} must be a positive number of texts")
+        self.model_path = folder
+        self.chunk_size = chunk_size
+        self.label_names: list[str] = read_info(folder)["label_names"]
+        self.pipeline = load_model(folder / MODEL_FILE, len(self.label_names))
+
+    def _predict_chunk(self, chunk: Sequence[Any]) -> list[dict[str, Any]]:
+        errors = [input_error(row) for row in chunk]
+        texts = [row for row, error in zip(chunk, errors, strict=True) if error is None]
+        probabilities = iter(self.pipeline.predict_proba(texts) if texts else [])
+        results = []
+        for error in errors:
+            if error is not None:
+                results.append({"label": None, "scores": None, "error": error})
+                continue
+            row = next(probabilities)
+            scores = {name: float(p) for name, p in zip(self.label_names, row, strict=True)}
+            results.append({"label": self.label_names[int(np.argmax(row))], "scores": scores, "error": None})
+        return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The command
+
+
+def check_output_dir(run_dir: Path, overwrite: bool) -> None:
+    """Never mix two runs: an output_dir that already holds files is refused unless --overwrite_output_dir."""
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"output_dir {str(run_dir)!r} already exists and is not empty: pass --overwrite_output_dir to replace "
+            "its run files, or choose another --output_dir"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"output_dir {str(run_dir)!r} is a file: choose a folder for --output_dir")
+
+
+def remove_old_run(run_dir: Path) -> None:
+    """The previous run's files (a baseline's or a training's), so nothing stale sits beside the new results."""
+    for name in existing_run_files(run_dir):
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def run_baseline(data_args: DataArguments, args: BaselineArguments) -> dict[str, Any]:
+    """Fit, score and write the run folder; returns what metrics.json holds."""
+    run_dir = Path(args.output_dir)
+    check_output_dir(run_dir, args.overwrite_output_dir)
+    dataset = load_data(data_args, PartialState())  # the training loader: same splits, limits and label checks
+    label_names = dataset["train"].features["label"].names
+    metric = load_metric()
+    started = time.perf_counter()
+    pipeline, search = fit_baseline(dataset["train"], dataset["validation"], args, metric)
+    train_seconds = time.perf_counter() - started
+    classifier: LogisticRegression = pipeline.named_steps["classifier"]
+    validation = score_split(pipeline, dataset["validation"], metric)
+    results: dict[str, Any] = {
+        "best_epoch": None,
+        "metric_for_best_model": "f1",
+        "label_names": label_names,
+        "validation": validation["metrics"],
+        "validation_per_class": validation["per_class"],
+        "validation_confusion": validation["confusion"],
+        "train_runtime_s": train_seconds,
+        "model": {"C": classifier.C, "C_search": search, "num_features": int(classifier.coef_.shape[1])},
+    }
+    if "test" in dataset and NO_LABEL not in dataset["test"]["label"]:
+        results["test"] = score_split(pipeline, dataset["test"], metric)["metrics"]
+
+    # Everything could still fail up to here; only now is a previous run replaced.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_old_run(run_dir)
+    settings = {"C": classifier.C, "max_features": args.max_features, "seed": args.seed, "solver": classifier.solver}
+    save_model(pipeline, run_dir / BEST_DIR, label_names, settings)
+    arguments = {"data": dataclasses.asdict(data_args), "baseline": dataclasses.asdict(args)}
+    write_json(run_dir / ARGS_FILE, json.loads(json.dumps(arguments)))
+    title = f"Validation, TF-IDF baseline (C={classifier.C:g})"
+    plot_confusion_matrix(validation["confusion"], run_dir / "confusion_matrix.png", title=title)
+    write_json(run_dir / "metrics.json", results)
+    how = "picked on validation" if search else "given"
+    logger.info(
+        "Baseline fitted in %.1f s (C=%g, %s): VALID %s",
+        train_seconds,
+        classifier.C,
+        how,
+        metrics_to_string(results["validation"]),
+    )
+    logger.info("Wrote %s (metrics.json, confusion_matrix.png, args.json, %s/)", run_dir, BEST_DIR)
+    return results
+
+
+def cli_run(data_args: DataArguments, args: BaselineArguments) -> int:
+    """``hf-indosent baseline`` after argument parsing (errors become one line in :mod:`hf_indosent.cli`)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run_baseline(data_args, args)
+    return 0

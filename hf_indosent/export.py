@@ -1,0 +1,341 @@
+"""Fast CPU inference: ``hf-indosent export`` writes a model as ONNX, and the backends :class:`Predictor` can run.
+
+The export is torch's own exporter (``torch.onnx.export``, dynamo, which needs onnxscript) and the runtime ONNX
+Runtime; optimum is not used because optimum-onnx pins an older transformers than this project needs. An export
+folder holds ``model.onnx`` (fp32, dynamic batch and sequence axes), ``model_int8.onnx`` (ONNX Runtime's dynamic
+quantization: int8 weights per output channel, activations quantized on the fly), ``config.json`` (so the labels
+load by name), the tokenizer files and ``onnx_export.json`` (source, versions, opset, files, parity measured at export).
+
+A backend only replaces the model inside the text-classification pipeline: ``torch`` (the saved weights),
+``torch-int8`` (its Linear layers quantized in place by ``torch.ao.quantization.quantize_dynamic``), ``onnx`` and
+``onnx-int8`` (:class:`OnnxSequenceClassifier`, which answers the pipeline's ``forward`` with ONNX Runtime). The
+Predictor's tokenization, length-sorted batching, postprocessing and row order are the same for all of them.
+
+onnx, onnxscript and onnxruntime are the optional extra ``onnx``; they are imported only inside the functions that
+need them, so the rest of the project works without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import json
+import logging
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TextClassificationPipeline,
+)
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hf_indosent.arguments import DEFAULT_OPSET, ExportArguments
+from hf_indosent.modeling import (
+    CONFIG_FILE,
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    TOKENIZER_FILES,
+    WEIGHT_FILES,
+    label_names_of,
+    resolve_model_source,
+)
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "onnx_export.json"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+"""The tokenizer outputs an export may take, in this order; a model gets those its tokenizer and forward both know."""
+ONNX_BACKEND_FILES = {"onnx": ONNX_FILE, "onnx-int8": ONNX_INT8_FILE}
+INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False}
+"""ONNX Runtime dynamic quantization, measured best on AVX2: per channel keeps labels closer to fp32 at equal speed."""
+PARITY_TOLERANCE = 1e-3
+"""Largest logit difference between model.onnx and PyTorch that export accepts (fp32 exports differ by ~1e-7)."""
+PROTOBUF_LIMIT = 2**31
+"""A single .onnx file cannot exceed 2 GiB; bigger models keep their weights in model.onnx.data beside it."""
+# Traced and checked at export: padded batches of different sizes, so both axes stay dynamic.
+TRACE_TEXTS = ["makanan nya enak", "pelayanan nya lambat dan tempat nya kotor sekali"]
+CHECK_TEXTS = ["bagus", "saya kecewa , makanan nya dingin dan pelayanan nya kasar sekali", "biasa saja", "mantap"]
+
+
+def onnx_module(name: str, purpose: str) -> Any:
+    """Import one of the optional ONNX packages, or say in one line how to install them."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise ImportError(
+            f'{purpose} needs the optional ONNX packages ({name} is missing): pip install -e ".[onnx]"'
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Backends
+
+
+class OnnxTextClassificationPipeline(TextClassificationPipeline):
+    """The text-classification pipeline around an :class:`OnnxSequenceClassifier`, which is a classifier by interface
+    but not in transformers' model mapping: skip the check that would log "not supported" for it."""
+
+    def check_model_type(self, supported_models: Any) -> None:
+        pass
+
+
+class OnnxSequenceClassifier(PreTrainedModel):
+    """An exported classifier behind the model interface the pipeline calls: ``forward`` runs an ONNX Runtime session
+    on the CPU and returns the logits as a torch tensor, so the pipeline's postprocessing applies unchanged."""
+
+    def __init__(self, config: transformers.PretrainedConfig, session: Any) -> None:
+        super().__init__(config)
+        self.session = session
+        self.input_names = [item.name for item in session.get_inputs()]
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def forward(self, input_ids: torch.Tensor, **inputs: torch.Tensor) -> SequenceClassifierOutput:
+        inputs["input_ids"] = input_ids
+        (logits,) = self.session.run(["logits"], {name: inputs[name].numpy() for name in self.input_names})
+        return SequenceClassifierOutput(logits=torch.from_numpy(logits))
+
+
+def onnx_session(path: str | Path, purpose: str) -> Any:
+    """An ONNX Runtime CPU session using as many threads as torch does (``torch.set_num_threads``, OMP_NUM_THREADS)."""
+    ort = onnx_module("onnxruntime", purpose)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def backend_files(backend: str) -> Sequence[str]:
+    """The weight files ``backend`` can load (one is enough), for :func:`~hf_indosent.modeling.resolve_model_source`;
+    ``auto`` takes any of them."""
+    if backend == "auto":
+        return (*WEIGHT_FILES, *ONNX_BACKEND_FILES.values())
+    return (ONNX_BACKEND_FILES[backend],) if backend in ONNX_BACKEND_FILES else WEIGHT_FILES
+
+
+def auto_backend(model_path: str, device_type: str) -> str:
+    """``auto``: the int8 export, else the fp32 one, else torch; a GPU run keeps torch where the folder has weights."""
+    folder = Path(model_path)
+    if not folder.is_dir() or (device_type == "cuda" and any((folder / name).is_file() for name in WEIGHT_FILES)):
+        return "torch"
+    return next((name for name in ("onnx-int8", "onnx") if (folder / ONNX_BACKEND_FILES[name]).is_file()), "torch")
+
+
+def pipeline_model(model_path: str, backend: str) -> dict[str, Any]:
+    """What ``transformers.pipeline`` gets for ``backend``: the folder to load, or the ONNX classifier and its class."""
+    if backend not in ONNX_BACKEND_FILES:
+        return {"model": model_path}
+    if not Path(model_path).is_dir():
+        raise ValueError(
+            f"--backend {backend} runs a local folder written by `hf-indosent export`, and {model_path!r} is a Hub id: "
+            "export it first, or use --backend torch"
+        )
+    session = onnx_session(Path(model_path) / ONNX_BACKEND_FILES[backend], f"--backend {backend}")
+    classifier = OnnxSequenceClassifier(AutoConfig.from_pretrained(model_path), session)
+    return {"model": classifier, "tokenizer": model_path, "pipeline_class": OnnxTextClassificationPipeline}
+
+
+def quantize_linear_layers(model: torch.nn.Module) -> None:
+    """``torch-int8``: every nn.Linear becomes a dynamically quantized int8 one (CPU only), in place. Weights are
+    quantized per output channel, as in model_int8.onnx: at the same speed, labels stay closer to fp32."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization and its qint8 tensors are deprecated in favour of torchao (another dependency); they
+        # still work in this torch, and the parity tests say so.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+        quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Export
+
+
+def input_names(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    accepted = inspect.signature(model.forward).parameters
+    return [name for name in INPUT_NAMES if name in tokenizer.model_input_names and name in accepted]
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], names: Sequence[str]) -> dict[str, torch.Tensor]:
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    return {name: batch[name] for name in names}
+
+
+def max_logit_difference(path: Path, reference: torch.Tensor, inputs: dict[str, torch.Tensor]) -> float:
+    """How far ONNX Runtime's logits for ``inputs`` are from PyTorch's."""
+    session = onnx_session(path, "hf-indosent export")
+    (logits,) = session.run(["logits"], {name: tensor.numpy() for name, tensor in inputs.items()})
+    return float((torch.from_numpy(logits) - reference).abs().max())
+
+
+@contextmanager
+def _quiet_exporters() -> Iterator[None]:
+    """torch.onnx and onnx_ir log every graph pass at INFO, and ONNX Runtime's quantizer suggests a pre-processing step
+    that dynamic quantization does not need: keep them off the terminal (the outcome is checked and logged instead).
+    torch's loggers have their own handler, so "torch.onnx" (which warns that torchvision's ops are skipped) is
+    quietened by name."""
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+
+
+def export(
+    model: str | os.PathLike, output_dir: str | os.PathLike, *, int8: bool = True, opset: int = DEFAULT_OPSET
+) -> dict[str, Any]:
+    """Write ``model`` (a model or run folder) as an ONNX Runtime folder; returns what ``onnx_export.json`` records.
+
+    The folder is built beside ``output_dir`` and renamed onto it only when complete and checked, so a failed or
+    interrupted export never leaves a half-written model where ``predict`` would pick it up.
+    """
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        onnx_module(name, "hf-indosent export")
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source = Path(resolve_model_source(model))
+    if not source.is_dir():
+        raise ValueError(
+            f"--model {os.fspath(model)!r} is not a local folder: export a training run folder or its best/ (save a "
+            "Hub model with save_pretrained first)"
+        )
+    label_names = label_names_of(str(source))
+    target = Path(output_dir).expanduser()
+    check_output_dir(target, source)
+
+    # Eager attention traces to plain MatMul/Softmax; sdpa adds NaN guards to every layer (measured slower in ORT).
+    torch_model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    names = input_names(torch_model, tokenizer)
+    check_inputs = encode(tokenizer, CHECK_TEXTS, names)
+    with torch.inference_mode():
+        reference = torch_model(**check_inputs).logits
+    size = sum(tensor.numel() * tensor.element_size() for tensor in torch_model.state_dict().values())
+
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir(parents=True)
+    try:
+        batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        logger.info("exporting %s to ONNX (opset %d, inputs %s)", source, opset, ", ".join(names))
+        with _quiet_exporters():
+            torch.onnx.export(
+                torch_model,
+                kwargs=encode(tokenizer, TRACE_TEXTS, names),
+                f=temp / ONNX_FILE,
+                input_names=names,
+                output_names=["logits"],
+                opset_version=opset,
+                dynamic_shapes={name: {0: batch, 1: sequence} for name in names},
+                external_data=size >= PROTOBUF_LIMIT,
+                verbose=False,
+            )
+        try:
+            differences = {ONNX_FILE: max_logit_difference(temp / ONNX_FILE, reference, check_inputs)}
+        except (Fail, InvalidGraph, OrtNotImplemented) as err:  # e.g. an opset newer than this ONNX Runtime knows
+            raise ValueError(
+                f"ONNX Runtime {importlib.metadata.version('onnxruntime')} cannot load the opset {opset} export "
+                f"({err}): pass a lower --opset (default {DEFAULT_OPSET})"
+            ) from None
+        if differences[ONNX_FILE] > PARITY_TOLERANCE:
+            raise ValueError(
+                f"the ONNX export of {source} gives logits {differences[ONNX_FILE]:.2g} away from PyTorch's (more than "
+                f"{PARITY_TOLERANCE:g}): this model does not export faithfully; use --backend torch or torch-int8"
+            )
+        if int8:
+            logger.info("quantizing to int8 (%s)", ", ".join(f"{key}={value}" for key, value in INT8_SETTINGS.items()))
+            with _quiet_exporters():
+                quantize_dynamic(
+                    temp / ONNX_FILE,
+                    temp / ONNX_INT8_FILE,
+                    weight_type=getattr(QuantType, INT8_SETTINGS["weight_type"]),
+                    per_channel=INT8_SETTINGS["per_channel"],
+                    reduce_range=INT8_SETTINGS["reduce_range"],
+                )
+            differences[ONNX_INT8_FILE] = max_logit_difference(temp / ONNX_INT8_FILE, reference, check_inputs)
+        for name in (CONFIG_FILE, *TOKENIZER_FILES):
+            if (source / name).is_file():
+                shutil.copy2(source / name, temp / name)
+        manifest = {
+            "source": str(source.resolve()),
+            "labels": label_names,
+            "inputs": names,
+            "outputs": ["logits"],
+            "opset": opset,
+            "int8": {"file": ONNX_INT8_FILE, **INT8_SETTINGS} if int8 else None,
+            "max_abs_logit_difference_vs_torch": differences,
+            "versions": {
+                package: importlib.metadata.version(package)
+                for package in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime")
+            },
+            "files": sorted([path.name for path in temp.iterdir()] + [MANIFEST_FILE]),
+        }
+        (temp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        replace_folder(temp, target)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return manifest
+
+
+def check_output_dir(target: Path, source: Path) -> None:
+    """Refuse to write over the source model or over a folder that holds anything but a former export."""
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--output_dir {os.fspath(target)!r} is a file: pass a folder (it is created)")
+    if target.is_dir() and target.resolve() == source.resolve():
+        raise ValueError(f"--output_dir {os.fspath(target)!r} is the model folder itself: write the export to its own")
+    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+        raise ValueError(
+            f"--output_dir {os.fspath(target)!r} already holds files that are not an `hf-indosent export`: choose a "
+            "new or empty folder"
+        )
+
+
+def replace_folder(temp: Path, target: Path) -> None:
+    """Put the finished export at ``target``; a former export there is moved aside first and then deleted."""
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    if target.exists():
+        target.rename(old)
+    temp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def cli_run(args: ExportArguments) -> int:
+    """``hf-indosent export`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    manifest = export(args.model, args.output_dir, int8=args.int8, opset=args.opset)
+    target = Path(args.output_dir)
+    written = ", ".join(
+        f"{name} ({(target / name).stat().st_size / 2**20:.1f} MiB, logits within {difference:.1g} of PyTorch)"
+        for name, difference in manifest["max_abs_logit_difference_vs_torch"].items()
+    )
+    print(f"wrote {target}: {written}; run it with: hf-indosent predict --model {target}", file=sys.stderr)
+    return 0
