@@ -36,8 +36,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from hf_indosent.arguments import BASELINE_C_GRID, BaselineArguments, DataArguments
+from hf_indosent.arguments import DataArguments
 from hf_indosent.checkpointing import removed_on_error, replace_dir
+from hf_indosent.command_arguments import BASELINE_C_GRID, BaselineArguments
 from hf_indosent.data import NO_LABEL
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.modeling import BASELINE_FILE, BEST_DIR, baseline_folder

@@ -19,8 +19,12 @@ from typing import Any, NamedTuple
 DEBUG_ENV = "HF_INDOSENT_DEBUG"
 
 
+ARGUMENT_MODULES = ("hf_indosent.arguments", "hf_indosent.command_arguments")
+"""Where the commands' argument dataclasses live (light modules: parsing never waits on torch)."""
+
+
 class Command(NamedTuple):
-    arguments: tuple[str, ...]  # dataclass names in hf_indosent.arguments, parsed in this order
+    arguments: tuple[str, ...]  # dataclass names in ARGUMENT_MODULES, parsed in this order
     run: str  # "module:function", called with the parsed dataclasses
     help: str
 
@@ -158,9 +162,11 @@ def dispatch(name: str, argv: list[str]) -> int:
     argv = [arg for arg in argv if arg != "--debug"]
 
     def body() -> int | None:
-        from hf_indosent import arguments
+        from hf_indosent.arguments import parse_args
 
-        parsed = arguments.parse_args([getattr(arguments, cls) for cls in command.arguments], argv, prog=prog)
+        modules = [importlib.import_module(name) for name in ARGUMENT_MODULES]
+        classes = [next(getattr(m, name) for m in modules if hasattr(m, name)) for name in command.arguments]
+        parsed = parse_args(classes, argv, prog=prog)
         module_name, function = command.run.split(":")
         return getattr(importlib.import_module(module_name), function)(*parsed)
 

@@ -30,7 +30,7 @@ import yaml
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HTTPError
 
-from hf_indosent.arguments import DEFAULT_HOST, DemoArguments, check_repo_id
+from hf_indosent.command_arguments import DEFAULT_HOST, DemoArguments, check_repo_id
 from hf_indosent.data import DataFormatError
 from hf_indosent.hub import HubPushError, _reason, require_token
 from hf_indosent.model_card import CARD_METRICS, WIDGET_EXAMPLES

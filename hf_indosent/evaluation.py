@@ -15,7 +15,7 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
-from hf_indosent.arguments import EvaluateArguments, InferenceArguments
+from hf_indosent.command_arguments import EvaluateArguments, InferenceArguments
 from hf_indosent.data import load_smsa, require_labels
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.prediction import ChunkedPredictor, load_predictor

@@ -43,7 +43,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from hf_indosent.arguments import DEFAULT_OPSET, ExportArguments
+from hf_indosent.command_arguments import DEFAULT_OPSET, ExportArguments
 from hf_indosent.modeling import (
     CONFIG_FILE,
     ONNX_FILE,

@@ -18,7 +18,7 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
-from hf_indosent.arguments import PushArguments, check_repo_id
+from hf_indosent.command_arguments import PushArguments, check_repo_id
 from hf_indosent.model_card import build_model_card
 from hf_indosent.modeling import TOKENIZER_FILES, label_names_of, resolve_model_source
 

@@ -37,7 +37,7 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
-from hf_indosent.arguments import InferenceArguments, PredictArguments
+from hf_indosent.command_arguments import InferenceArguments, PredictArguments
 from hf_indosent.modeling import baseline_folder, label_names_of
 from hf_indosent.prediction import Predictor, model_identity, resolve_backend, resolve_device
 from hf_indosent.textio import (

@@ -31,7 +31,7 @@ import datasets
 import torch
 from transformers import pipeline
 
-from hf_indosent.arguments import (
+from hf_indosent.command_arguments import (
     CPU_BATCH_TOKENS,
     GPU_BATCH_TOKENS,
     InferenceArguments,

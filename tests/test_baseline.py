@@ -13,7 +13,7 @@ import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from hf_indosent import cli
-from hf_indosent.arguments import BASELINE_C_GRID, BaselineArguments, DataArguments
+from hf_indosent.arguments import DataArguments
 from hf_indosent.baseline import (
     BASELINE_FILE,
     MODEL_FILE,
@@ -23,6 +23,7 @@ from hf_indosent.baseline import (
     is_baseline_dir,
     run_baseline,
 )
+from hf_indosent.command_arguments import BASELINE_C_GRID, BaselineArguments
 from hf_indosent.data import load_smsa
 from hf_indosent.metrics import compute_metrics, confusion, per_class_report
 from hf_indosent.prediction import input_error

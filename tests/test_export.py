@@ -11,7 +11,7 @@ import pytest
 from conftest import make_rows
 
 from hf_indosent import cli
-from hf_indosent.arguments import ExportArguments, InferenceArguments
+from hf_indosent.command_arguments import ExportArguments, InferenceArguments
 from hf_indosent.data import LABEL_NAMES
 from hf_indosent.export import MANIFEST_FILE, export, onnx_session
 from hf_indosent.modeling import ModelSourceError

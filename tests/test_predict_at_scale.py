@@ -106,7 +106,7 @@ def test_two_processes_keep_input_order_with_a_slow_process(tiny_classifier_dir,
 
 
 def test_one_device_for_every_process_is_refused(tiny_classifier_dir):
-    from hf_indosent.arguments import InferenceArguments
+    from hf_indosent.command_arguments import InferenceArguments
     from hf_indosent.predict_at_scale import process_device
 
     state = SimpleNamespace(num_processes=2, device=torch.device("cpu"))
