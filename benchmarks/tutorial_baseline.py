@@ -413,25 +413,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     data_dir = Path(args.data_dir)
+    settings = {
+        key: value for key, value in vars(args).items() if key not in ("model", "data_dir", "no_progress", "json")
+    }
     result = run_baseline(
         args.model,
         data_dir / "train_preprocess.tsv",
         data_dir / "valid_preprocess.tsv",
-        max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        lr=args.lr,
-        max_seq_len=args.max_seq_len,
-        seed=args.seed,
-        step_size=args.step_size,
-        gamma=args.gamma,
-        max_norm=args.max_norm,
-        num_workers=args.num_workers,
-        device=args.device,
         progress=not args.no_progress,
-        attn_implementation=args.attn_implementation,
-        save_path=args.save_path,
+        **settings,  # every other option is a run_baseline argument of the same name
     )
     data_prep = "n/a (workers)" if result["data_prep_s"] is None else f"{result['data_prep_s']:.2f} s"
     print(

@@ -346,6 +346,5 @@ def run_baseline(data_args: DataArguments, args: BaselineArguments) -> dict[str,
 
 def cli_run(data_args: DataArguments, args: BaselineArguments) -> int:
     """``hf-indosent baseline`` after argument parsing (errors become one line in :mod:`hf_indosent.cli`)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_baseline(data_args, args)
     return 0

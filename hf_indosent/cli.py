@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -167,6 +168,7 @@ def dispatch(name: str, argv: list[str]) -> int:
         modules = [importlib.import_module(name) for name in ARGUMENT_MODULES]
         classes = [next(getattr(m, name) for m in modules if hasattr(m, name)) for name in command.arguments]
         parsed = parse_args(classes, argv, prog=prog)
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # the jobs' progress lines, for every command
         module_name, function = command.run.split(":")
         return getattr(importlib.import_module(module_name), function)(*parsed)
 

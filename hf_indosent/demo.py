@@ -382,7 +382,6 @@ def push_space(
 def cli_run(args: DemoArguments) -> int:
     """``hf-indosent demo`` after argument parsing: serve until Ctrl-C (errors become one line in hf_indosent.cli)."""
     _import_gradio()  # before the model loads: without gradio, say how to install it at once
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own requests to the local server, one per start
     launch(build_app(args.model, device=args.device), host=args.host, port=args.port, share=args.share)
     return 0

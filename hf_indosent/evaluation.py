@@ -83,6 +83,5 @@ def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> di
 
 def cli_run(inference: InferenceArguments, args: EvaluateArguments) -> int:
     """``hf-indosent evaluate`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_evaluation(inference, args)
     return 0

@@ -330,7 +330,6 @@ def replace_folder(temp: Path, target: Path) -> None:
 
 def cli_run(args: ExportArguments) -> int:
     """``hf-indosent export`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     manifest = export(args.model, args.output_dir, int8=args.int8, opset=args.opset)
     target = Path(args.output_dir)
     written = ", ".join(

@@ -141,7 +141,6 @@ def push_to_hub(
 
 def cli_run(args: PushArguments) -> int:
     """``hf-indosent push`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(push_to_hub(args.model, args.repo_id, private=args.private, run_dir=args.run_dir))
     if args.space is not None:
         from hf_indosent.demo import push_space  # the demo extra, only when asked

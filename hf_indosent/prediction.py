@@ -421,7 +421,6 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
 
 def cli_run(inference: InferenceArguments, args: PredictArguments) -> int:
     """``hf-indosent predict`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     from hf_indosent import predict_at_scale  # imports this module, so not at the top
 
     if predict_at_scale.is_piecewise(inference, args):

@@ -59,6 +59,8 @@ RESUMABLE = frozenset(
     }
 )
 """Settings a resumed run may change: they do not alter what the steps already taken computed."""
+DEVICE_RESOLVED = frozenset({"micro_batches", "tf32"})
+"""Training settings whose unset value resolves per device; args.json's ``launch`` records what they resolved to."""
 
 
 class RunLockedError(RuntimeError):
@@ -214,6 +216,8 @@ def check_resume_arguments(run_dir: Path, record: dict[str, Any]) -> dict[str, l
             old = recorded.get(group, {}).get(key, value)
             if old == value or key in ("resume_from_checkpoint", "overwrite_output_dir"):  # how, not what, it runs
                 continue
+            if group == "training" and key in DEVICE_RESOLVED:
+                continue  # unset means "the device's default": compared as resolved, in the launch group
             if key in RESUMABLE:
                 honoured[key] = [old, value]
             else:

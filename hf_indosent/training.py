@@ -12,6 +12,7 @@ steps in :mod:`hf_indosent.steps`), evaluation (:func:`evaluate`) and saving (:f
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import signal
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.calibration import apply_temperature, calibration_report
+from hf_indosent.calibration import CONFIG_KEY, apply_temperature, calibration_report
 from hf_indosent.checkpointing import (
     CHECKPOINTS,
     CheckpointClock,
@@ -178,6 +179,18 @@ def evaluate(run: Run, loader: DataLoader, desc: str = "Evaluating") -> Scored:
     return Scored(metrics, preds, refs, logits.cpu())
 
 
+def earlier_calibration(run_dir: Path) -> dict[str, Any] | None:
+    """The report of the calibration best/ already carries (its config records T), or None when it has none."""
+    config = json.loads((run_dir / BEST_DIR / "config.json").read_text(encoding="utf-8"))
+    if config.get(CONFIG_KEY) is None:
+        return None
+    metrics = run_dir / "metrics.json"
+    report = json.loads(metrics.read_text(encoding="utf-8")).get("calibration") if metrics.is_file() else None
+    if report and report.get("temperature") == config[CONFIG_KEY]:
+        return report
+    return {"temperature": config[CONFIG_KEY]}  # metrics.json was not written after it (a kill): T alone
+
+
 def calibrate_best(run: Run) -> dict[str, Any]:
     """Temperature scaling fitted on validation and baked into best/'s classifier layer (labels never change).
 
@@ -185,6 +198,9 @@ def calibrate_best(run: Run) -> dict[str, Any]:
     calibration error before and after) goes to metrics.json and the model card.
     """
     load_best_weights(run)
+    earlier = earlier_calibration(run.run_dir)
+    if earlier is not None:  # a resumed run whose best/ an earlier finish already calibrated: never scale twice
+        return earlier
     scored = evaluate(run, run.eval_loaders["validation"], desc="calibration (validation)")
     report = calibration_report(scored.logits.numpy(), scored.references)
     apply_temperature(run.accelerator.unwrap_model(run.model), report["temperature"], len(run.label_names))
