@@ -101,8 +101,6 @@ def describe(err: BaseException) -> str:
         path = err.filename if err.filename is not None else "(unknown path)"
         return f"{path}: {OS_FIXES[err.errno]}"
     text = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, ImportError) and not isinstance(err, ModuleNotFoundError):
-        return text
     if isinstance(err, ModuleNotFoundError):
         return f'{text}: install the missing package (see README: pip install -e ".[...]" extras)'
     return text
