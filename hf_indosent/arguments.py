@@ -181,6 +181,13 @@ class TrainingArguments:
             "and quality drops."
         },
     )
+    class_weights: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weight the training loss by class: 'balanced' (n / (classes x count), so the small neutral "
+            "class counts as much as the others) or one weight per label in id order, e.g. '1,3,1'. Default: none."
+        },
+    )
     calibrate: bool = field(
         default=True,
         metadata={
@@ -220,6 +227,15 @@ class TrainingArguments:
             self.micro_batches is None or (isinstance(self.micro_batches, int) and self.micro_batches > 0),
             f"micro_batches={self.micro_batches!r} must be a positive integer, or unset for the device's default",
         )
+        if self.class_weights not in (None, "none", "balanced"):
+            try:
+                weights = [float(item) for item in self.class_weights.split(",")]
+            except ValueError:
+                weights = []
+            check(
+                bool(weights) and all(weight > 0 for weight in weights),
+                f"class_weights={self.class_weights!r} is not 'balanced' or positive numbers like '1,3,1'",
+            )
         check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0 (tutorial: 3e-6)")
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(0 < self.lr_gamma <= 1, f"lr_gamma={self.lr_gamma} must be in (0, 1] (tutorial: 0.5)")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 
 from hf_indosent.checkpointing import TrainState
@@ -57,26 +58,40 @@ class MicroBatchCollator:
 
 
 def forward_backward(
-    accelerator: Accelerator, model: torch.nn.Module, batch: dict[str, Any]
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`).
 
-    Each part's mean loss is weighted by its share of the batch, so the summed gradients equal those of the whole
-    batch. Processes synchronise gradients only on the last part. Returns the batch's mean loss and its logits in
-    batch order (both detached).
+    Each part's loss is its share of the whole batch's mean loss, so the summed gradients equal those of the whole
+    batch. With ``class_weights`` the loss is the weighted cross-entropy (as ``F.cross_entropy(weight=...)`` over the
+    whole batch: each part's weighted sum over the batch's total weight). Processes synchronise gradients only on the
+    last part. Returns the batch's mean loss and its logits in batch order (both detached).
     """
     parts = batch["micro_batches"]
-    size = len(batch["labels"])
+    labels = batch["labels"].to(accelerator.device)
+    total = float(len(labels)) if class_weights is None else class_weights[labels].sum()
     loss = torch.zeros((), device=accelerator.device)
     logits = []
     for index, part in enumerate(parts):
         with nullcontext() if index == len(parts) - 1 else accelerator.no_sync(model):
-            outputs = model(**part)
-            part_loss = outputs.loss * (len(part["labels"]) / size)
+            outputs = model(**{key: value for key, value in part.items() if key != "labels"})
+            part_loss = F.cross_entropy(outputs.logits.float(), part["labels"], weight=class_weights, reduction="sum")
+            part_loss = part_loss / total
             accelerator.backward(part_loss)
         loss += part_loss.detach().float()
         logits.append(outputs.logits.detach())
     return loss, torch.cat(logits)[batch["restore"]]
+
+
+def balanced_class_weights(label_counts: list[int]) -> list[float]:
+    """scikit-learn's "balanced" weights, n / (classes x count): every class weighs as much in the loss overall."""
+    if any(count == 0 for count in label_counts):
+        raise ValueError(f"class_weights=balanced needs every label in the training data (counts {label_counts})")
+    total = sum(label_counts)
+    return [total / (len(label_counts) * count) for count in label_counts]
 
 
 PER_PROCESS = ("tokens", "positions")

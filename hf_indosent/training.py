@@ -105,7 +105,7 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     progress.set_description(f"(Epoch {epochs})")
     for batch in loader:
         with accelerator.accumulate(model):
-            loss, logits = forward_backward(accelerator, model, batch)
+            loss, logits = forward_backward(accelerator, model, batch, run.class_weights)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()
@@ -263,12 +263,13 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
     state.step_in_epoch = 0
     state.epoch_sums = TrainState().epoch_sums
     score = validation[args.metric_for_best_model]
+    per_class = per_class_report(preds, refs, run.label_names)  # in log.jsonl every epoch, metrics.json for the best
     improved = score > state.best_metric
     if improved:
         state.best_metric, state.best_epoch, state.epochs_without_improvement = score, epoch, 0
         state.best_validation = {
             **validation,
-            "per_class": per_class_report(preds, refs, run.label_names),
+            "per_class": per_class,
             "confusion": confusion(preds, refs, run.label_names),
         }
         save_best(run)
@@ -284,6 +285,7 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
             "validation_seconds": validation_seconds,
             "train": train_metrics,
             "validation": validation,
+            "validation_per_class": per_class,
             "is_best": improved,
         }
     )

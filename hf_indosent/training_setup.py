@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -48,7 +49,7 @@ from hf_indosent.run_folder import (
     write_arguments,
 )
 from hf_indosent.sampling import EpochBatchSampler
-from hf_indosent.steps import MicroBatchCollator
+from hf_indosent.steps import MicroBatchCollator, balanced_class_weights
 from hf_indosent.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Run:
     stops: StopRequests = field(default_factory=StopRequests)
     clock: CheckpointClock = field(default_factory=lambda: CheckpointClock(None))
     progress: tqdm | None = None  # one bar over all epochs, made by train()
+    class_weights: torch.Tensor | None = None  # per label, for the training loss (--class_weights)
 
     def say(self, text: str) -> None:
         """Print on the main process without breaking the progress bar."""
@@ -137,6 +139,21 @@ def device_defaults(device: torch.device, args: TrainingArguments) -> DeviceDefa
         pin_memory=base.pin_memory and device.type == "cuda",
         tf32=(base.tf32 if args.tf32 is None else args.tf32) and device.type == "cuda",
     )
+
+
+def class_weights_of(args: TrainingArguments, labels: list[int], num_labels: int) -> list[float] | None:
+    """``--class_weights`` as one weight per label id: computed from the training labels for 'balanced'."""
+    if args.class_weights in (None, "none"):
+        return None
+    if args.class_weights == "balanced":
+        return balanced_class_weights(np.bincount(labels, minlength=num_labels).tolist())
+    weights = [float(item) for item in args.class_weights.split(",")]
+    if len(weights) != num_labels:
+        raise ArgumentError(
+            f"class_weights={args.class_weights!r} gives {len(weights)} weights for {num_labels} labels: give one per "
+            "label in id order, or 'balanced'"
+        )
+    return weights
 
 
 def make_loader(
@@ -214,6 +231,7 @@ def setup(
 
     dataset = load_data(data_args, accelerator)
     label_names = dataset["train"].features["label"].names
+    class_weights = class_weights_of(args, dataset["train"]["label"], len(label_names))
     tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.revision)
     model = load_model(
         model_args.model_name_or_path,
@@ -291,6 +309,7 @@ def setup(
         metric=load_metric(),
         run_dir=run_dir,
         args=args,
+        class_weights=None if class_weights is None else torch.tensor(class_weights, device=accelerator.device),
     )
     if accelerator.is_main_process:
         print(start_summary(run_facts(run, model_args, dataset, defaults)), flush=True)

@@ -216,3 +216,39 @@ def test_best_model_is_calibrated_and_keeps_its_labels(tiny_model_dir, tiny_smsa
     rescored = compute_metrics(predicted, validation["label"])
     assert rescored["f1"] == pytest.approx(metrics["validation"]["f1"])
     assert rescored["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
+
+
+def test_class_weights_balanced_and_explicit(no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir):
+    from hf_indosent.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.steps import balanced_class_weights
+    from hf_indosent.training_setup import class_weights_of
+
+    assert balanced_class_weights([6, 2, 4]) == pytest.approx([12 / 18, 12 / 6, 12 / 12])
+    args = TrainingArguments(output_dir="x", class_weights="1,3,1")
+    assert class_weights_of(args, [0, 1, 2], 3) == [1.0, 3.0, 1.0]
+    with pytest.raises(ArgumentError, match="3 weights for 2 labels"):
+        class_weights_of(args, [0, 1], 2)
+    with pytest.raises(ArgumentError, match="class_weights='heavy'"):
+        TrainingArguments(output_dir="x", class_weights="heavy")
+
+    runs = {}
+    # the tiny training split is balanced (32 rows per label), so "balanced" is all ones there: weigh explicitly too
+    settings = {"plain": {}, "balanced": {"class_weights": "balanced"}, "weighted": {"class_weights": "1,3,1"}}
+    for name, overrides in settings.items():
+        for micro_batches in (1, 4):  # weighted or not, micro-batches give the whole batch's loss
+            run_dir = tmp_path / f"{name}-{micro_batches}"
+            run_train(
+                no_dropout_model,
+                tiny_smsa_dir,
+                run_dir,
+                cache_dir,
+                num_train_epochs=1,
+                micro_batches=micro_batches,
+                **overrides,
+            )
+            runs[name, micro_batches] = log_lines(run_dir)[0]
+    for name in settings:
+        assert runs[name, 1]["train"]["loss"] == pytest.approx(runs[name, 4]["train"]["loss"], rel=1e-5)
+    assert runs["plain", 1]["train"]["loss"] == pytest.approx(runs["balanced", 1]["train"]["loss"], rel=1e-6)
+    assert runs["plain", 1]["train"]["loss"] != pytest.approx(runs["weighted", 1]["train"]["loss"], rel=1e-3)
+    assert set(runs["plain", 1]["validation_per_class"]) >= {"positive", "neutral", "negative"}
