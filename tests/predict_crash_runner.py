@@ -24,6 +24,7 @@ def slow_down(module: object, rank: int, delay: float) -> None:
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
         if int(os.environ.get("RANK", "0")) == rank:
+            print(f"slow_rank {rank}: {delay} s before a piece", file=sys.stderr, flush=True)
             time.sleep(delay)
         return original(*args, **kwargs)
 

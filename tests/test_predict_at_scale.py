@@ -96,12 +96,11 @@ def test_two_processes_keep_input_order_with_a_slow_process(tiny_classifier_dir,
 
     summary = done.stderr
     assert f"wrote {two} (300 rows; 1 could not be classified, the first at row 217: line 218" in summary
-    rates = {}
     for index in (0, 1):
         line = next(line for line in summary.splitlines() if line.strip().startswith(f"process {index} "))
         assert ": 160 rows," in line if index == 0 else ": 140 rows," in line
-        rates[index] = float(line.rsplit(",", 1)[1].split()[0].replace(",", ""))
-    assert rates[0] < rates[1]  # process 0 really was the slow one
+    # process 0 was held back before each of its 4 pieces (not compared by speed: the machine may be busy)
+    assert summary.count("slow_rank 0: 0.6 s before a piece") == 4
     assert "rows/s" in summary
 
 
