@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import time
 import zipfile
 from collections.abc import Sequence
@@ -37,14 +36,14 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from hf_indosent.arguments import DataArguments
-from hf_indosent.checkpointing import removed_on_error, replace_dir
+from hf_indosent.checkpointing import staged_dir
 from hf_indosent.command_arguments import BASELINE_C_GRID, BaselineArguments
 from hf_indosent.data import NO_LABEL
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.modeling import BASELINE_FILE, BEST_DIR, baseline_folder
 from hf_indosent.prediction import ChunkedPredictor, input_error
 from hf_indosent.reporting import metrics_to_string, plot_confusion_matrix, write_json
-from hf_indosent.run_folder import ARGS_FILE, existing_run_files
+from hf_indosent.run_folder import ARGS_FILE, remove_run_files
 from hf_indosent.training_setup import load_data
 
 logger = logging.getLogger(__name__)
@@ -177,11 +176,7 @@ def check_types(path: Path) -> None:
 
 def save_model(pipeline: Pipeline, folder: Path, label_names: Sequence[str], settings: dict[str, Any]) -> None:
     """``folder``/model.skops and baseline.json, written to a staging folder and swapped in whole."""
-    staging = folder.with_name(f".{folder.name}.tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    with removed_on_error(staging):
+    with staged_dir(folder) as staging:
         # Deflated: the vocabularies are JSON in the file, and shrink about tenfold.
         sio.dump(pipeline, staging / MODEL_FILE, compression=zipfile.ZIP_DEFLATED)
         check_types(staging / MODEL_FILE)  # what is saved must load: TRUSTED_TYPES follows the pipeline
@@ -194,7 +189,6 @@ def save_model(pipeline: Pipeline, folder: Path, label_names: Sequence[str], set
             "skops_version": skops.__version__,
         }
         write_json(staging / BASELINE_FILE, info)
-    replace_dir(staging, folder)
 
 
 def load_model(path: Path, num_labels: int) -> Pipeline:
@@ -290,13 +284,6 @@ def check_output_dir(run_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(f"output_dir {str(run_dir)!r} is a file: choose a folder for --output_dir")
 
 
-def remove_old_run(run_dir: Path) -> None:
-    """The previous run's files (a baseline's or a training's), so nothing stale sits beside the new results."""
-    for name in existing_run_files(run_dir):
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
 def run_baseline(data_args: DataArguments, args: BaselineArguments) -> dict[str, Any]:
     """Fit, score and write the run folder; returns what metrics.json holds."""
     run_dir = Path(args.output_dir)
@@ -324,7 +311,7 @@ def run_baseline(data_args: DataArguments, args: BaselineArguments) -> dict[str,
 
     # Everything could still fail up to here; only now is a previous run replaced.
     run_dir.mkdir(parents=True, exist_ok=True)
-    remove_old_run(run_dir)
+    remove_run_files(run_dir)
     settings = {"C": classifier.C, "max_features": args.max_features, "seed": args.seed, "solver": classifier.solver}
     save_model(pipeline, run_dir / BEST_DIR, label_names, settings)
     arguments = {"data": dataclasses.asdict(data_args), "baseline": dataclasses.asdict(args)}

@@ -92,6 +92,19 @@ def removed_on_error(folder: Path) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """A fresh staging folder beside ``target`` to write into: swapped in whole (:func:`replace_dir`) when the block
+    succeeds, deleted when it fails, so ``target`` is never half-written."""
+    staging = target.with_name(f".{target.name}.tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    with removed_on_error(staging):
+        yield staging
+    replace_dir(staging, target)
+
+
 def make_readable(folder: Path) -> None:
     """Give written files the usual mode (0644 under the umask): some writers create them 0600 via temp files."""
     umask = os.umask(0)

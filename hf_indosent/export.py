@@ -43,6 +43,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from hf_indosent.checkpointing import replace_dir
 from hf_indosent.command_arguments import DEFAULT_OPSET, ExportArguments
 from hf_indosent.modeling import (
     CONFIG_FILE,
@@ -300,7 +301,7 @@ def export(
             "files": sorted([path.name for path in temp.iterdir()] + [MANIFEST_FILE]),
         }
         (temp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        replace_folder(temp, target)
+        replace_dir(temp, target)  # a former export stays until the new one is in place
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return manifest
@@ -317,15 +318,6 @@ def check_output_dir(target: Path, source: Path) -> None:
             f"--output_dir {os.fspath(target)!r} already holds files that are not an `hf-indosent export`: choose a "
             "new or empty folder"
         )
-
-
-def replace_folder(temp: Path, target: Path) -> None:
-    """Put the finished export at ``target``; a former export there is moved aside first and then deleted."""
-    old = target.with_name(f".{target.name}.{os.getpid()}.old")
-    if target.exists():
-        target.rename(old)
-    temp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def cli_run(args: ExportArguments) -> int:

@@ -156,13 +156,18 @@ def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
         )
 
 
+def remove_run_files(run_dir: Path) -> None:
+    """Delete a previous run's files (a training's or a baseline's), so nothing stale sits beside new results."""
+    for name in existing_run_files(run_dir):
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def replace_old_run(run_dir: Path, accelerator: Accelerator) -> None:
     """Delete the previous run's files: called only once everything the new run needs has been checked."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        for name in existing_run_files(run_dir):
-            path = run_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        remove_run_files(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
 

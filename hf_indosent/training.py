@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -35,9 +34,8 @@ from hf_indosent.checkpointing import (
     StopRequests,
     TrainState,
     make_readable,
-    removed_on_error,
-    replace_dir,
     save_checkpoint,
+    staged_dir,
 )
 from hf_indosent.cli import Interrupted
 from hf_indosent.hub import HubPushError, push_to_hub
@@ -219,18 +217,13 @@ def calibrate_best(run: Run) -> dict[str, Any]:
 def save_best(run: Run) -> None:
     """Write the unwrapped model (safetensors) and tokenizer to best/ atomically: never a half-written folder."""
     accelerator = run.accelerator
-    target = run.run_dir / BEST_DIR
-    staging = run.run_dir / f".{BEST_DIR}.tmp"
     state_dict = accelerator.get_state_dict(run.model)  # every process takes part (sharded setups)
     if accelerator.is_main_process:
-        if staging.exists():
-            shutil.rmtree(staging)
         model: PreTrainedModel = accelerator.unwrap_model(run.model)
-        with removed_on_error(staging):
+        with staged_dir(run.run_dir / BEST_DIR) as staging:
             model.save_pretrained(staging, state_dict=state_dict, safe_serialization=True)
             run.tokenizer.save_pretrained(staging)
             make_readable(staging)
-        replace_dir(staging, target)
     accelerator.wait_for_everyone()
 
 

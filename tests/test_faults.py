@@ -27,7 +27,7 @@ from hf_indosent.steps import NonFiniteLossError
 # own calls). Steps: 12 per epoch, a checkpoint every 5 steps and at every epoch end.
 KILL_CHAIN = [
     ("hf_indosent.checkpointing:write_atomic", 2, "before"),  # the 2nd checkpoint is being written (step 10)
-    ("hf_indosent.training:replace_dir", 1, "before"),  # best/ being replaced at the end of epoch 1
+    ("hf_indosent.checkpointing:replace_dir", 1, "before"),  # best/ being replaced at the end of epoch 1
     ("hf_indosent.training:evaluate", 2, "before"),  # during validation of epoch 2
     ("hf_indosent.training:plot_training_curves", 1, "before"),  # log.jsonl written, checkpoint of epoch 2 not yet
     ("hf_indosent.training:save_checkpoint", 3, "after"),  # just after a mid-epoch checkpoint in epoch 3
