@@ -131,9 +131,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--mixed_precision",
-        choices=tuple(COMPUTE_DTYPES),
-        default="no",
-        help="For ours and Trainer (the tutorial has none); MFU then divides by that dtype's matmul peak.",
+        choices=("auto", *COMPUTE_DTYPES),
+        default="auto",
+        help="auto (default): each path's own default: ours measures the CPU and picks bf16 or fp32, Trainer runs "
+        "fp32 unless told otherwise. no/bf16/fp16: that for ours and Trainer alike (the tutorial has none). MFU "
+        "divides by the matmul peak of the dtype each path computed in.",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every path (default: torch's).")
     parser.add_argument("--inference_batch_size", type=int, default=32, help="batch_size of the plain pipeline call.")
@@ -320,11 +322,12 @@ def markdown_header(report: dict[str, Any]) -> str:
         f"{dtype} {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s" for dtype, peak in report["matmul_peak"].items()
     )
     starts = ", ".join(f"{name} {path['load_average_before'][0]}" for name, path in paths.items())
+    dtypes = ", ".join(f"{name} {paths[name]['compute_dtype']}" for name in TRAINING_PATHS if name in paths)
     lines = [
         f"**hf_indosent benchmark** on `{spec['device']}`: {report['model']}; {paths['ours']['n_train']} training "
         f"rows, {paths['inference']['n_texts']} validation texts, batch size {spec['batch_size']}, lr {spec['lr']}, "
         f"{spec['epochs']} epoch(s), max_seq_len {spec['max_seq_len']}, seed {spec['seed']}, "
-        f"mixed precision {spec['mixed_precision']}.",
+        f"mixed precision {spec['mixed_precision']} ({dtypes}).",
         "",
         f"- CPU: {cpu['model']} (avx512_vnni: {yes_no[cpu['flags']['avx512_vnni']]}, "
         f"AMX: {yes_no[cpu['flags']['amx']]}), {system['usable_cores']} usable cores, torch threads "

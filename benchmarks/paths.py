@@ -72,7 +72,12 @@ class Spec:
 
     @property
     def compute_dtype(self) -> str:
-        return COMPUTE_DTYPES[self.mixed_precision]
+        return COMPUTE_DTYPES[self.peer_mixed_precision]
+
+    @property
+    def peer_mixed_precision(self) -> str:
+        """What Trainer runs in: the requested precision, or under 'auto' its own default (fp32)."""
+        return "no" if self.mixed_precision == "auto" else self.mixed_precision
 
     def training_settings(self) -> dict[str, Any]:
         """The settings every training path gets alike: rows, batch size, epochs, lr, max_seq_len, seed, device."""
@@ -103,7 +108,7 @@ def trainer(spec: Spec, *, group_by_length: bool) -> dict[str, Any]:
         spec.model,
         spec.data_dir,
         Path(spec.work_dir) / ("trainer-grouped" if group_by_length else "trainer"),
-        mixed_precision=spec.mixed_precision,
+        mixed_precision=spec.peer_mixed_precision,
         group_by_length=group_by_length,
         progress=spec.progress,
         **spec.training_settings(),
@@ -130,7 +135,7 @@ def ours(spec: Spec) -> dict[str, Any]:
         per_device_train_batch_size=spec.batch_size,
         num_train_epochs=spec.epochs,
         early_stopping_patience=spec.epochs,  # equal epochs for every path: never stop early
-        mixed_precision=spec.mixed_precision,
+        mixed_precision=None if spec.mixed_precision == "auto" else spec.mixed_precision,  # None: ours resolves it
     )
     tokenizer = load_tokenizer(spec.model)
     # The same calls as training.setup, timed on their own; train() below then finds them in the cache. PartialState
@@ -146,8 +151,9 @@ def ours(spec: Spec) -> dict[str, Any]:
     positions = sum(epoch["train"]["tokens"] / (1 - epoch["train"]["padding_fraction"]) for epoch in history)
     config = AutoConfig.from_pretrained(run_dir / BEST_DIR)
     num_labels = len(metrics["label_names"])
+    settings = json.loads((run_dir / "args.json").read_text(encoding="utf-8"))  # as resolved by the run
     return {
-        "settings": json.loads((run_dir / "args.json").read_text(encoding="utf-8")),  # as resolved by the run
+        "settings": settings,
         "n_train": len(train_lengths),
         "data_prep_s": prep.seconds,
         "train_s": train_s,
@@ -160,7 +166,7 @@ def ours(spec: Spec) -> dict[str, Any]:
         "val_accuracy": [epoch["validation"]["accuracy"] for epoch in history],
         "final_val_f1": history[-1]["validation"]["f1"],
         "best_epoch": metrics["best_epoch"],
-        "compute_dtype": spec.compute_dtype,
+        "compute_dtype": COMPUTE_DTYPES[settings["launch"]["mixed_precision"]],
         "best_dir": str(run_dir / BEST_DIR),
         "log": history,
     }
@@ -195,7 +201,9 @@ def matmul_peaks(spec: Spec, when: str) -> list[dict[str, Any]]:
     """The matmul peak of fp32 and of the run's compute dtype, on the path's device and threads."""
     return [
         measure_matmul_peak(getattr(torch, dtype), spec.device, sizes=spec.matmul_sizes).as_dict() | {"when": when}
-        for dtype in sorted({"float32", spec.compute_dtype})
+        for dtype in sorted(
+            {"float32", spec.compute_dtype} | ({"bfloat16"} if spec.mixed_precision == "auto" else set())
+        )
     ]
 
 

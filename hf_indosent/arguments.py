@@ -158,7 +158,11 @@ class TrainingArguments:
     report_to: str = field(default="none", metadata={"help": "Experiment tracker: 'none' or 'tensorboard'."})
     mixed_precision: str | None = field(
         default=None,
-        metadata={"help": "'no', 'fp16' or 'bf16'. Default: what `accelerate launch` / accelerate_config.yaml says."},
+        metadata={
+            "help": "'no' (fp32), 'fp16' or 'bf16'. Default (auto): `accelerate launch --mixed_precision` if it says "
+            "bf16/fp16; else bf16 on a CPU whose bf16 matmuls measure at least 1.3x faster than fp32 at start (about "
+            "0.3 s), fp32 elsewhere. Evaluation always scores in fp32, as best/ predicts."
+        },
     )
     micro_batches: int | None = field(
         default=None,

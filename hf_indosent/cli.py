@@ -61,6 +61,11 @@ COMMANDS: dict[str, Command] = {
         "hf_indosent.export:cli_run",
         "write a model as ONNX (fp32 and int8) for fast CPU inference with predict --backend onnx",
     ),
+    "adapt": Command(
+        ("DataArguments", "AdaptArguments"),
+        "hf_indosent.adaptation:cli_run",
+        "masked-LM training on the task's texts before fine-tuning (task-adaptive pre-training)",
+    ),
     "baseline": Command(
         ("DataArguments", "BaselineArguments"),
         "hf_indosent.baseline:cli_run",

@@ -22,7 +22,7 @@ GPU_BATCH_TOKENS = 32768
 SPLIT_CHOICES = ("validation", "test")
 DEFAULT_HOST = "127.0.0.1"
 """Where the demo listens unless told otherwise: this machine only."""
-BACKENDS = ("auto", "torch", "torch-int8", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8")
 """What runs the forward pass of ``predict``/``evaluate``; ``auto`` picks by the model folder's files."""
 DEFAULT_OPSET = 18
 """The ONNX opset torch.onnx's exporter writes natively; a higher one is converted to after export."""
@@ -80,7 +80,8 @@ class InferenceArguments:
     backend: str = field(
         default="auto",
         metadata={
-            "help": "What runs the model: 'torch', 'torch-int8' (Linear layers quantized, CPU), 'onnx' or 'onnx-int8' "
+            "help": "What runs the model: 'torch', 'torch-bf16' (bf16 autocast: fast on CPUs with native bf16 and on "
+            "GPUs), 'torch-int8' (Linear layers quantized, CPU), 'onnx' or 'onnx-int8' "
             "(ONNX Runtime on the CPU, a folder written by `hf-indosent export`), or 'auto' (default): onnx-int8 if "
             "the folder has model_int8.onnx, else onnx if it has model.onnx, else torch."
         },
@@ -372,4 +373,45 @@ class ExportArguments:
         check(
             self.opset >= DEFAULT_OPSET,
             f"--opset {self.opset} is too old: torch.onnx writes opset {DEFAULT_OPSET} or later (the default)",
+        )
+
+
+@dataclass
+class AdaptArguments:
+    """``hf-indosent adapt`` options: masked-LM training on the task's own texts before fine-tuning (TAPT).
+
+    The data options (which texts, ``max_seq_len``) are :class:`~hf_indosent.arguments.DataArguments`, shared with
+    training: only the training split's texts are used, never a label."""
+
+    model_name_or_path: str = field(metadata={"help": "Pre-trained model to adapt: Hub id, folder, or packaged name."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where the adapted model goes (config, weights, tokenizer, adapt.json): train from it."},
+    )
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a former adapted model there."})
+    num_train_epochs: int = field(default=3, metadata={"help": "Passes over the training texts."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate (linear warmup, decay)."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of the steps spent warming the rate up."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Texts per batch per process."})
+    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked (BERT: 0.15)."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    seed: int = field(default=42, metadata={"help": "Random seed (masking, shuffling)."})
+    mixed_precision: str | None = field(
+        default=None, metadata={"help": "'no', 'fp16' or 'bf16'; default (auto) as for train (measured on a CPU)."}
+    )
+
+    def __post_init__(self) -> None:
+        check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR (e.g. outputs/minilm-smsa-tapt)")
+        for name in ("num_train_epochs", "per_device_train_batch_size"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and value > 0, f"{name}={value!r} must be a positive integer")
+        check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0 (e.g. 1e-4)")
+        check(0 <= self.warmup_ratio < 1, f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
+        check(0 < self.mlm_probability < 1, f"mlm_probability={self.mlm_probability} must be in (0, 1), e.g. 0.15")
+        check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0")
+        check(
+            self.mixed_precision in (None, "no", "fp16", "bf16"),
+            f"mixed_precision={self.mixed_precision!r} is unknown: use 'no', 'fp16' or 'bf16'",
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -57,3 +58,35 @@ def synchronize(device: str | torch.device) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+BF16_MIN_SPEEDUP = 1.3
+"""How much faster than fp32 a bf16 matmul must run on this CPU for 'auto' precision to train in bf16.
+
+Flags alone do not decide it: on an AMD EPYC (Zen 4, ``avx512_bf16``) bf16 matmuls ran 4.5x fp32 and training 1.7x,
+on an Intel Xeon with the same flag but no AMX 0.54x and 0.7x (README "Device-aware defaults")."""
+
+
+def bf16_matmul_speedup(threads: int | None = None, repeats: int = 5) -> float:
+    """fp32 time over bf16 time of a BERT feed-forward-sized matmul on this CPU (best of ``repeats``, interleaved).
+
+    About 0.1-0.3 s. Interleaving the two and keeping each one's best makes a busy machine slow both alike, so the
+    ratio holds even when absolute speeds do not."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        left, right = torch.randn(512, 384, generator=generator), torch.randn(384, 1536, generator=generator)
+        pairs = {torch.float32: (left, right), torch.bfloat16: (left.bfloat16(), right.bfloat16())}
+        best = dict.fromkeys(pairs, float("inf"))
+        for _ in range(repeats):
+            for dtype, (a, b) in pairs.items():
+                a @ b  # warm: the first call of a kernel pays its setup
+                start = time.perf_counter()
+                for _ in range(4):
+                    a @ b
+                best[dtype] = min(best[dtype], time.perf_counter() - start)
+        return best[torch.float32] / best[torch.bfloat16]
+    finally:
+        torch.set_num_threads(previous)

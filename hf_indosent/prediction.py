@@ -76,8 +76,8 @@ def resolve_device(device: str | int | None) -> torch.device:
 
 
 def backend_device(backend: str, device: str | int | None) -> torch.device:
-    """``torch`` runs where ``device`` says; the int8 and ONNX Runtime backends run on the CPU only."""
-    if backend == "torch":
+    """``torch`` and ``torch-bf16`` run where ``device`` says; int8 and ONNX Runtime backends on the CPU only."""
+    if backend in ("torch", "torch-bf16"):
         return resolve_device(device)
     if device is not None and resolve_device(device).type != "cpu":
         raise ValueError(
@@ -208,6 +208,12 @@ class Predictor(ChunkedPredictor):
     def device(self) -> torch.device:
         return self.pipe.device
 
+    def _precision(self) -> contextlib.AbstractContextManager:
+        """``torch-bf16``: matmuls in bf16 (autocast keeps softmax and layer norms in fp32); otherwise as loaded."""
+        if self.backend != "torch-bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
     def _batches(self, lengths: Sequence[int]) -> Iterator[list[int]]:
         """Indices of ``lengths`` shortest first, cut so no batch exceeds the text or padded-token limits."""
         batch: list[int] = []
@@ -242,8 +248,8 @@ class Predictor(ChunkedPredictor):
                 padding=True,
                 return_tensors="pt",
             )
-            with torch.inference_mode():
-                logits = self.pipe.forward(inputs)["logits"]
+            with torch.inference_mode(), self._precision():
+                logits = self.pipe.forward(inputs)["logits"].float()
             for row, index in enumerate(batch):
                 # top_k=None without sorting: one {"label", "score"} per label, in id order.
                 scores = self.pipe.postprocess({"logits": logits[row : row + 1]}, top_k=None)

@@ -34,6 +34,8 @@ def tokenize_dataset(
     return tokenized.rename_column("label", "labels")
 
 
-def build_collator(tokenizer: PreTrainedTokenizerBase, mixed_precision: bool = False) -> DataCollatorWithPadding:
-    """Pad each batch to its longest member; to a multiple of 8 under mixed precision (tensor-core friendly)."""
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if mixed_precision else None, return_tensors="pt")
+def build_collator(tokenizer: PreTrainedTokenizerBase, tensor_cores: bool = False) -> DataCollatorWithPadding:
+    """Pad each batch to its longest member; to a multiple of 8 for GPU tensor cores (mixed precision on CUDA).
+
+    A CPU gains nothing from the extra padding, so bf16 on a CPU pads to the longest member too."""
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if tensor_cores else None, return_tensors="pt")

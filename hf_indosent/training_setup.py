@@ -7,6 +7,7 @@ to start from (fresh, or restored from a checkpoint).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,8 +17,8 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
 from evaluate import EvaluationModule
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
@@ -35,12 +36,13 @@ from hf_indosent.checkpointing import (
     resolve_checkpoint,
 )
 from hf_indosent.data import NO_LABEL, load_smsa, require_labels
-from hf_indosent.devices import usable_cpu_cores
+from hf_indosent.devices import BF16_MIN_SPEEDUP, bf16_matmul_speedup, usable_cpu_cores
 from hf_indosent.hub import check_hub_access
 from hf_indosent.metrics import load_metric
 from hf_indosent.modeling import BEST_DIR, load_model, load_tokenizer, resolve_model_path, resolve_model_source
 from hf_indosent.reporting import start_summary
 from hf_indosent.run_folder import (
+    ARGS_FILE,
     arguments_record,
     check_free_space,
     check_output_dir,
@@ -129,6 +131,7 @@ class DeviceDefaults:
 
 CPU_DEFAULTS = DeviceDefaults(micro_batches=4, pin_memory=False, tf32=False)
 GPU_DEFAULTS = DeviceDefaults(micro_batches=1, pin_memory=True, tf32=True)
+GPU_MIXED_PRECISION = "no"  # fp32 with TF32: one H100 run of the MiniLM recipe, bf16 at 0.81x of fp32
 
 
 def device_defaults(device: torch.device, args: TrainingArguments) -> DeviceDefaults:
@@ -189,9 +192,37 @@ def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> N
         )
 
 
+def resolve_mixed_precision(explicit: str | None, resumed_run: Path | None = None) -> str:
+    """The precision a job computes in: ``explicit`` (the flag), then `accelerate launch`'s bf16/fp16, then what the
+    run being resumed recorded, then the device's default: bf16 on a CPU whose bf16 matmuls measure faster than fp32,
+    fp32 elsewhere.
+
+    The CPU measurement is taken once, on the main process, and broadcast, so every process computes alike."""
+    if explicit is not None:
+        return explicit
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if launched != "no":
+        return launched
+    if resumed_run is not None and (resumed_run / ARGS_FILE).is_file():
+        launch = json.loads((resumed_run / ARGS_FILE).read_text(encoding="utf-8")).get("launch", {})
+        if launch.get("mixed_precision"):
+            return launch["mixed_precision"]
+    state = PartialState()
+    if state.device.type != "cpu":
+        return GPU_MIXED_PRECISION
+    choice = [None]
+    if state.is_main_process:
+        choice = ["bf16" if bf16_matmul_speedup() >= BF16_MIN_SPEEDUP else "no"]
+    if state.num_processes > 1:
+        broadcast_object_list(choice)
+    return choice[0]
+
+
 def make_accelerator(args: TrainingArguments) -> Accelerator:
     return Accelerator(
-        mixed_precision=args.mixed_precision,
+        mixed_precision=resolve_mixed_precision(
+            args.mixed_precision, Path(args.output_dir) if args.resume_from_checkpoint is not None else None
+        ),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # StepLR steps once per epoch, by us
         log_with="tensorboard" if args.report_to == "tensorboard" else None,
@@ -252,7 +283,9 @@ def setup(
     if args.torch_compile:
         model = torch.compile(model, dynamic=True)
 
-    collator = build_collator(tokenizer, mixed_precision=accelerator.mixed_precision != "no")
+    collator = build_collator(
+        tokenizer, tensor_cores=accelerator.mixed_precision != "no" and accelerator.device.type == "cuda"
+    )
     train_loader, train_sampler = make_loader(
         tokenized["train"],
         args.per_device_train_batch_size,

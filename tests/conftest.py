@@ -216,6 +216,7 @@ FAST = {
     "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 16,
     "logging_steps": 2,
+    "mixed_precision": "no",  # fixed, not measured per machine: tests compare runs; auto has its own tests
 }
 
 

@@ -68,6 +68,12 @@ def test_every_path_ran_alike_in_its_own_process(report, tiny_model_dir, tiny_sm
     real_tokens = sum(min(len(tokenizer.encode(text)), MAX_SEQ_LEN) for text in texts[:N_TRAIN])
     seen = [sum(paths["tutorial"]["train_real_tokens"]), *(paths[p]["train_real_tokens"] for p in TRAINING_PEERS[1:])]
     assert [*seen, paths["ours"]["train_real_tokens"]] == [real_tokens] * 4, "same rows and truncation for all"
+    # --mixed_precision auto (the default): ours computes in what it resolved, each peer in its own default (fp32)
+    resolved = paths["ours"]["settings"]["launch"]["mixed_precision"]
+    assert paths["ours"]["compute_dtype"] == {"no": "float32", "bf16": "bfloat16"}[resolved]
+    assert {paths[peer]["compute_dtype"] for peer in TRAINING_PEERS} == {"float32"}
+    assert paths["trainer"]["settings"]["mixed_precision"] == "no"
+    assert {peak["dtype"] for peak in paths["ours"]["matmul_peaks"]} == {"float32", "bfloat16"}
     assert paths["trainer"]["settings"]["train_sampling_strategy"] == "random"
     assert paths["trainer"]["settings"]["optim"].startswith("adamw"), "Trainer's own optimizer, by its name"
     assert paths["trainer_grouped"]["settings"]["train_sampling_strategy"] == "group_by_length"
@@ -115,22 +121,23 @@ def test_mfu_is_a_fraction_of_the_best_peak_or_marked_invalid(benchmark, report)
         if cell == measure.INVALID_MFU:
             assert rows["train_mfu"]["ratios"].get(name) is None
         else:
+            own_peak = report["matmul_peak"][path["compute_dtype"]]["flops_per_s"]  # the dtype the path ran in
             assert 0 < cell <= 1
-            assert cell == pytest.approx(path["train_flops_total"] / path["train_s"] / peak["flops_per_s"]), name
+            assert cell == pytest.approx(path["train_flops_total"] / path["train_s"] / own_peak), name
     for cell in (rows["inference_mfu"]["ours"], rows["inference_mfu"]["peers"]["pipeline"]):
         assert cell == measure.INVALID_MFU or 0 < cell <= 1
 
 
 def test_too_low_a_peak_makes_every_mfu_invalid_not_a_result(benchmark, report):
     measure = importlib.import_module("measure")
-    too_low = benchmark.comparisons(report["paths"], {"float32": 1.0}, random_weights=False)
+    too_low = benchmark.comparisons(report["paths"], {"float32": 1.0, "bfloat16": 1.0}, random_weights=False)
     for key in ("train_mfu", "inference_mfu"):
         row = too_low[key]
         assert row.ours == measure.INVALID_MFU and set(row.peers.values()) == {measure.INVALID_MFU}
         assert all(row.ratio(peer) is None for peer in row.peers)
     table = measure.render_table(list(too_low.values()), benchmark.PEER_NAMES)
     assert table.count(measure.INVALID_MFU) == 6 and "%" in table
-    generous = benchmark.comparisons(report["paths"], {"float32": 1e18}, random_weights=False)
+    generous = benchmark.comparisons(report["paths"], {"float32": 1e18, "bfloat16": 1e18}, random_weights=False)
     assert 0 < generous["train_mfu"].ours < 1e-3, "a high enough peak gives a number again"
 
 
@@ -144,9 +151,10 @@ def test_table_header_names_the_machine(benchmark, report):
     assert str(report["system"]["load_average"]) in header and str(report["load_average_after"]) in header
     assert f"ours {report['paths']['ours']['load_average_before'][0]}" in header, "each path's load is shown"
     assert "GPU: no GPU used" in header and "meaningless" not in header
+    assert "mixed precision auto (tutorial float32, trainer float32, trainer_grouped float32, ours " in header
     shaped = {**report, "spec": {**report["spec"], "model_shape": "indobert-base"}}
     assert "Quality is meaningless for the indobert-base shape" in benchmark.markdown_header(shaped)
-    random_rows = benchmark.comparisons(report["paths"], {"float32": 1e18}, random_weights=True)
+    random_rows = benchmark.comparisons(report["paths"], {"float32": 1e18, "bfloat16": 1e18}, random_weights=True)
     assert random_rows["val_f1"].figure.endswith("(random weights: meaningless)")
 
 

@@ -76,8 +76,8 @@ def test_onnx_fp32_matches_torch(exported, texts, torch_results):
         assert result["scores"] == pytest.approx(reference["scores"], abs=1e-4)
 
 
-@pytest.mark.parametrize("backend", ["onnx-int8", "torch-int8"])
-def test_int8_backends_keep_the_labels(backend, exported, tiny_classifier_dir, texts, torch_results):
+@pytest.mark.parametrize("backend", ["onnx-int8", "torch-int8", "torch-bf16"])
+def test_low_precision_backends_keep_the_labels(backend, exported, tiny_classifier_dir, texts, torch_results):
     model = exported if backend.startswith("onnx") else tiny_classifier_dir
     results = Predictor(model, backend=backend, batch_size=16, chunk_size=50)(texts)
     # Exact on this model: int8 moves its scores by ~3e-4 (measured), and no text here has its top two scores closer
@@ -85,6 +85,10 @@ def test_int8_backends_keep_the_labels(backend, exported, tiny_classifier_dir, t
     assert labels(results) == labels(torch_results)
     for result, reference in zip(results, torch_results, strict=True):
         assert result["scores"] == pytest.approx(reference["scores"], abs=0.01)
+    # and the backend really computes in its own precision: not one score bit for bit the fp32 one
+    assert any(
+        result["scores"] != reference["scores"] for result, reference in zip(results, torch_results, strict=True)
+    )
 
 
 def test_auto_picks_the_fastest_backend_the_folder_holds(exported, tiny_classifier_dir, tmp_path):
@@ -117,7 +121,7 @@ def test_rows_and_bad_rows_keep_their_place_through_onnx(exported, texts, torch_
 
 
 def test_bad_backend_names_are_refused(tiny_classifier_dir, capsys):
-    message = "backend='tensorrt' is unknown: use one of auto, torch, torch-int8, onnx, onnx-int8"
+    message = "backend='tensorrt' is unknown: use one of auto, torch, torch-bf16, torch-int8, onnx, onnx-int8"
     with pytest.raises(ValueError, match=message):
         InferenceArguments(model=str(tiny_classifier_dir), backend="tensorrt")
     with pytest.raises(ValueError, match=message):

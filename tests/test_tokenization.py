@@ -33,7 +33,7 @@ def test_collator_pads_to_longest_or_multiple_of_eight(tiny_model_dir, tiny_smsa
     assert batch["input_ids"].shape == (5, longest)
     assert batch["attention_mask"].sum().item() == sum(len(f["input_ids"]) for f in features)
     assert batch["labels"].tolist() == [f["labels"] for f in features]
-    padded = build_collator(tokenizer, mixed_precision=True)(features)
+    padded = build_collator(tokenizer, tensor_cores=True)(features)
     assert padded["input_ids"].shape[1] % 8 == 0 and padded["input_ids"].shape[1] >= longest
 
 

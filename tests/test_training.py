@@ -182,6 +182,72 @@ def test_device_defaults_resolve_per_device_and_yield_to_explicit_flags(device, 
     assert (defaults.micro_batches, defaults.pin_memory, defaults.tf32) == expected
 
 
+@pytest.mark.parametrize(
+    ("given", "launched", "speedup", "expected"),
+    [
+        (None, None, 4.5, "bf16"),  # a CPU whose bf16 matmuls are fast (AMD Zen 4 here)
+        (None, None, 0.54, "no"),  # avx512_bf16 without AMX on an Intel Xeon: slower, so fp32
+        ("no", None, 4.5, "no"),  # the explicit flag wins
+        (None, "bf16", 0.54, "bf16"),  # so does accelerate launch --mixed_precision bf16
+        (None, "no", 4.5, "bf16"),  # accelerate_config.yaml's 'no' is the file's default, not a choice
+    ],
+)
+def test_precision_resolves_from_a_measurement_on_cpu(monkeypatch, given, launched, speedup, expected):
+    from hf_indosent import training_setup
+    from hf_indosent.arguments import TrainingArguments
+
+    if launched is None:
+        monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    else:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launched)
+    monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: speedup)
+    assert (
+        training_setup.resolve_mixed_precision(TrainingArguments(output_dir="x", mixed_precision=given).mixed_precision)
+        == expected
+    )
+
+
+def test_precision_on_a_gpu_is_fp32_and_a_resumed_run_keeps_its_own(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import torch
+
+    from hf_indosent import training_setup
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: pytest.fail("measured on a GPU"))
+    gpu = SimpleNamespace(device=torch.device("cuda"), is_main_process=True, num_processes=1)
+    monkeypatch.setattr(training_setup, "PartialState", lambda: gpu)
+    assert training_setup.resolve_mixed_precision(None) == "no"
+    # resuming: what the run recorded, never a new measurement that could flip it mid-run
+    (tmp_path / "args.json").write_text(json.dumps({"launch": {"mixed_precision": "bf16"}}))
+    assert training_setup.resolve_mixed_precision(None, tmp_path) == "bf16"
+
+
+def test_bf16_speed_probe_measures_a_ratio():
+    from hf_indosent.devices import bf16_matmul_speedup
+
+    assert 0.05 < bf16_matmul_speedup(threads=1, repeats=2) < 50
+
+
+def test_evaluation_scores_in_fp32_under_mixed_precision(tiny_model_dir):
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_indosent.training import full_precision_forward
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3).eval()
+    batch = {"input_ids": torch.randint(5, 100, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    with torch.no_grad():
+        expected = model(**batch).logits
+        prepared = Accelerator(cpu=True, mixed_precision="bf16").prepare(model)
+        autocast = prepared(**batch).logits
+        scored = full_precision_forward(Accelerator(cpu=True, mixed_precision="bf16"), prepared)(**batch).logits
+    assert not torch.equal(autocast, expected)  # the prepared forward runs in bf16
+    assert torch.equal(scored, expected)  # evaluation sees exactly what the saved fp32 weights predict
+
+
 def test_run_records_the_resolved_device_defaults(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
     run_dir = tmp_path / "run"
     run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
@@ -196,14 +262,16 @@ def test_run_records_the_resolved_device_defaults(tiny_model_dir, tiny_smsa_dir,
     }
 
 
-def test_best_model_is_calibrated_and_keeps_its_labels(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_best_model_is_calibrated_and_keeps_its_labels(precision, tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
     from hf_indosent.data import load_smsa
     from hf_indosent.metrics import compute_metrics
     from hf_indosent.prediction import Predictor
 
     run_dir = tmp_path / "run"
-    run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2)
+    run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2, mixed_precision=precision)
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert json.loads((run_dir / "args.json").read_text())["launch"]["mixed_precision"] == precision
     calibration = metrics["calibration"]
     assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9  # T = 1 was a candidate
     config = json.loads((run_dir / "best" / "config.json").read_text())

@@ -1,0 +1,227 @@
+"""Task-adaptive pre-training (TAPT): masked-LM training on the task's own texts before fine-tuning.
+
+A model pre-trained on other text (MiniLM on English, or IndoBERT on other Indonesian) first learns the words and
+subword combinations of SmSA's reviews by predicting masked tokens of the training texts, labels unused; fine-tuning
+then starts from there (Gururangan et al. 2020, "Don't Stop Pretraining"). ``hf-indosent adapt`` writes the adapted
+model as a folder that ``train --model_name_or_path`` takes like any other.
+
+The loss is computed on the masked positions only: the vocabulary projection, as large as the encoder for a small
+model, runs on 15% of the tokens instead of all of them. Held-out masked-LM loss on the validation texts (fixed
+masks, so epochs compare) is measured before and after every epoch and written to ``adapt.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    DataCollatorForLanguageModeling,
+    get_linear_schedule_with_warmup,
+)
+
+from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments
+from hf_indosent.checkpointing import make_readable, staged_dir
+from hf_indosent.command_arguments import AdaptArguments
+from hf_indosent.modeling import load_tokenizer, resolve_model_path, resolve_model_source
+from hf_indosent.sampling import EpochBatchSampler
+from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
+from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
+
+logger = logging.getLogger(__name__)
+
+ADAPT_FILE = "adapt.json"
+"""What an adapted folder records: source model, data, settings, the masked-LM losses per epoch, time, precision."""
+EVAL_MASK_SEED = 1234
+"""Seed of the validation texts' masks: the same tokens are masked before and after every epoch."""
+
+
+class MaskedPositionsLoss(torch.nn.Module):
+    """The masked-LM loss over the masked positions only, as one module (accelerate and DDP wrap its forward).
+
+    BERT-family models (``cls`` head over ``base_model``, IndoBERT and MiniLM included) project only the masked
+    positions onto the vocabulary; any other masked-LM model computes its usual full loss."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, labels: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        head = getattr(self.model, "cls", None)
+        if head is None:
+            return self.model(**inputs, labels=labels).loss
+        hidden = self.model.base_model(**inputs).last_hidden_state
+        selected = labels != -100
+        return F.cross_entropy(head(hidden[selected]).float(), labels[selected])
+
+
+def check_output(folder: Path, overwrite: bool) -> None:
+    """Refuse to write into a folder holding anything but a former adapted model (that one only with overwrite)."""
+    if not folder.exists() or not any(folder.iterdir()):
+        return
+    if not (folder / ADAPT_FILE).is_file():
+        raise FileExistsError(
+            f"output_dir {str(folder)!r} is not empty and holds no adapted model ({ADAPT_FILE}): choose another "
+            "--output_dir"
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"output_dir {str(folder)!r} already holds an adapted model: pass --overwrite_output_dir to replace it, "
+            "or choose another --output_dir"
+        )
+
+
+def text_loader(
+    dataset, collator, batch_size: int, *, shuffle: bool, seed: int
+) -> tuple[DataLoader, EpochBatchSampler]:
+    """Batches of texts of similar length (no labels are involved, so grouping costs nothing in quality)."""
+    sampler = EpochBatchSampler(dataset[LENGTH_COLUMN], batch_size, shuffle=shuffle, group_by_length=True, seed=seed)
+    columns = [name for name in dataset.column_names if name in ("input_ids", "attention_mask", "token_type_ids")]
+    return DataLoader(dataset.select_columns(columns), batch_sampler=sampler, collate_fn=collator), sampler
+
+
+def fixed_masks(loader: DataLoader, seed: int) -> list[dict[str, torch.Tensor]]:
+    """The validation batches masked once, with their own RNG: every measurement sees the same masked tokens."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return list(loader)
+
+
+@torch.no_grad()
+def held_out_loss(accelerator: Accelerator, loss_module: torch.nn.Module, batches: list[dict]) -> float:
+    """Mean masked-LM loss per masked token over ``batches`` (summed over every process)."""
+    loss_module.eval()
+    total = torch.zeros(2, device=accelerator.device)
+    for batch in batches:
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+        masked = (batch["labels"] != -100).sum()
+        with accelerator.autocast():
+            loss = loss_module(**batch)
+        total += torch.stack([loss.float() * masked, masked.float()])
+    total = accelerator.reduce(total, reduction="sum")
+    loss_module.train()
+    return (total[0] / total[1].clamp(min=1)).item()
+
+
+def save_adapted(
+    accelerator: Accelerator, loss_module: torch.nn.Module, pooler: torch.nn.Module | None, tokenizer, folder, record
+) -> None:
+    """Write the adapted model, tokenizer and ``adapt.json`` atomically (a staged folder renamed into place).
+
+    Masked-LM classes drop BERT's pooler; the source model's one is written back, so a sequence classifier trained
+    from this folder starts from the same pooler as one trained from the source model."""
+    unwrapped = accelerator.unwrap_model(loss_module).model
+    state = dict(unwrapped.state_dict())
+    if pooler is not None:
+        prefix = unwrapped.base_model_prefix
+        state.update({f"{prefix}.pooler.{name}": value for name, value in pooler.state_dict().items()})
+    if accelerator.is_main_process:
+        with staged_dir(folder) as staging:
+            unwrapped.save_pretrained(staging, state_dict=state)
+            tokenizer.save_pretrained(staging)
+            (staging / ADAPT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            make_readable(staging)
+    accelerator.wait_for_everyone()
+
+
+def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
+    """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds."""
+    started = time.perf_counter()
+    folder = Path(args.output_dir)
+    check_output(folder, args.overwrite_output_dir)
+    resolve_model_source(args.model_name_or_path, "--model_name_or_path")
+    check_max_seq_len(ModelArguments(model_name_or_path=args.model_name_or_path), data_args)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision))
+    set_seed(args.seed)
+
+    dataset = load_data(data_args, accelerator)
+    tokenizer = load_tokenizer(args.model_name_or_path)
+    if tokenizer.mask_token is None:
+        raise ArgumentError(
+            f"{args.model_name_or_path!r} has no mask token: masked-LM adaptation needs one (BERT-style)"
+        )
+    source = resolve_model_path(args.model_name_or_path)
+    model = AutoModelForMaskedLM.from_pretrained(source)
+    pooler = getattr(AutoModel.from_pretrained(source), "pooler", None)
+    with accelerator.main_process_first():
+        tokenized = tokenize_dataset(dataset, tokenizer, data_args.max_seq_len)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability)
+    batch_size = args.per_device_train_batch_size
+    train_loader, sampler = text_loader(tokenized["train"], collator, batch_size, shuffle=True, seed=args.seed)
+    eval_loader, _ = text_loader(tokenized["validation"], collator, 64, shuffle=False, seed=args.seed)
+    eval_batches = fixed_masks(eval_loader, EVAL_MASK_SEED)
+    eval_batches = eval_batches[accelerator.process_index :: accelerator.num_processes]
+
+    loss_module = MaskedPositionsLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    total_steps = math.ceil(len(train_loader) / accelerator.num_processes) * args.num_train_epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    loss_module, optimizer, train_loader, scheduler = accelerator.prepare(
+        loss_module, optimizer, train_loader, scheduler
+    )
+
+    epochs = [{"epoch": 0, "validation_mlm_loss": held_out_loss(accelerator, loss_module, eval_batches)}]
+    accelerator.print(f"validation masked-LM loss before adapting: {epochs[0]['validation_mlm_loss']:.4f}")
+    progress = tqdm(total=total_steps, unit="step", disable=not accelerator.is_local_main_process)
+    loss_module.train()
+    for epoch in range(1, args.num_train_epochs + 1):
+        sampler.epoch = epoch - 1
+        running = torch.zeros(2, device=accelerator.device)
+        for batch in train_loader:
+            loss = loss_module(**batch)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(loss_module.parameters(), args.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += torch.stack([loss.detach().float(), torch.ones((), device=accelerator.device)])
+            progress.update(1)
+            progress.set_description(f"(Epoch {epoch}/{args.num_train_epochs}) MLM LOSS:{loss.item():.4f}")
+        running = accelerator.reduce(running, reduction="sum")
+        epochs.append(
+            {
+                "epoch": epoch,
+                "train_mlm_loss": (running[0] / running[1]).item(),
+                "validation_mlm_loss": held_out_loss(accelerator, loss_module, eval_batches),
+            }
+        )
+        accelerator.print(
+            f"epoch {epoch}: train masked-LM loss {epochs[-1]['train_mlm_loss']:.4f}, "
+            f"validation {epochs[-1]['validation_mlm_loss']:.4f}"
+        )
+    progress.close()
+
+    record = {
+        "source_model": args.model_name_or_path,
+        "data": {"data_dir": data_args.data_dir, "train_file": data_args.train_file, "texts": len(tokenized["train"])},
+        "settings": {key: value for key, value in vars(args).items() if key not in ("output_dir",)},
+        "mixed_precision": accelerator.mixed_precision,
+        "num_processes": accelerator.num_processes,
+        "epochs": epochs,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    save_adapted(accelerator, loss_module, pooler, tokenizer, folder, record)
+    accelerator.print(
+        f"adapted model written to {folder} in {record['seconds']:.0f} s (validation masked-LM loss "
+        f"{epochs[0]['validation_mlm_loss']:.4f} -> {epochs[-1]['validation_mlm_loss']:.4f}). Fine-tune it with: "
+        f"hf-indosent train --config <recipe> --model_name_or_path {folder}"
+    )
+    return record
+
+
+def cli_run(data_args: DataArguments, args: AdaptArguments) -> int:
+    """``hf-indosent adapt`` after argument parsing (errors become one line in :mod:`hf_indosent.cli`)."""
+    adapt(data_args, args)
+    return 0

@@ -1,0 +1,101 @@
+"""hf-indosent adapt: masked-LM training on the task's texts, written as a folder that training starts from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import run_train
+
+
+def adapt_into(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
+    from hf_indosent.adaptation import adapt
+    from hf_indosent.arguments import DataArguments
+    from hf_indosent.command_arguments import AdaptArguments
+
+    settings = {"num_train_epochs": 2, "learning_rate": 5e-3, "per_device_train_batch_size": 8, "mixed_precision": "no"}
+    return adapt(
+        DataArguments(data_dir=str(data_dir), max_seq_len=64, dataset_cache_dir=str(cache_dir)),
+        AdaptArguments(model_name_or_path=str(model_dir), output_dir=str(output_dir), **{**settings, **overrides}),
+    )
+
+
+def test_masked_positions_loss_equals_the_full_masked_lm_loss(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from hf_indosent.adaptation import MaskedPositionsLoss
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir).eval()
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, model.config.vocab_size, (3, 10), generator=generator)
+    labels = torch.full_like(input_ids, -100)
+    labels[0, 2], labels[1, 5], labels[2, 0], labels[2, 9] = 17, 40, 3, 99
+    attention_mask = torch.ones_like(input_ids)
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        masked_only = MaskedPositionsLoss(model)(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    assert masked_only.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_adapted_folder_lowers_held_out_loss_and_trains(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    adapted = tmp_path / "adapted"
+    record = adapt_into(tiny_model_dir, tiny_smsa_dir, adapted, cache_dir)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "adapt.json"} <= {p.name for p in adapted.iterdir()}
+    assert json.loads((adapted / "adapt.json").read_text()) == record
+    losses = [epoch["validation_mlm_loss"] for epoch in record["epochs"]]
+    assert [epoch["epoch"] for epoch in record["epochs"]] == [0, 1, 2]
+    assert losses[-1] < losses[0]  # the model learned the task's texts (held out: validation, fixed masks)
+    assert record["data"]["texts"] == 96 and record["mixed_precision"] == "no"
+    # the source model's pooler is kept (masked-LM classes drop it), the encoder is the adapted one
+    weights = load_file(adapted / "model.safetensors")
+    source = AutoModel.from_pretrained(tiny_model_dir)
+    assert weights["bert.pooler.dense.weight"].equal(source.pooler.dense.weight)
+    assert not weights["bert.encoder.layer.0.attention.self.query.weight"].equal(
+        source.encoder.layer[0].attention.self.query.weight
+    )
+    # and training starts from it like from any model folder, with no missing encoder or pooler weight
+    run_dir = tmp_path / "run"
+    run_train(adapted, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
+    assert (run_dir / "best" / "model.safetensors").is_file()
+
+
+def test_adapt_refuses_to_write_over_other_files(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="holds no adapted model"):
+        adapt_into(tiny_model_dir, tiny_smsa_dir, foreign, cache_dir, overwrite_output_dir=True)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+    adapted = tmp_path / "adapted"
+    adapt_into(tiny_model_dir, tiny_smsa_dir, adapted, cache_dir, num_train_epochs=1)
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        adapt_into(tiny_model_dir, tiny_smsa_dir, adapted, cache_dir, num_train_epochs=1)
+    record = adapt_into(
+        tiny_model_dir, tiny_smsa_dir, adapted, cache_dir, num_train_epochs=2, overwrite_output_dir=True
+    )
+    assert json.loads((adapted / "adapt.json").read_text())["epochs"] == record["epochs"]
+    assert not any(path.name.startswith(".") for path in tmp_path.iterdir())  # no staging folder left behind
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mlm_probability", "1.5"], "mlm_probability=1.5 must be in (0, 1)"),
+        (["--warmup_ratio", "1"], "warmup_ratio=1.0 must be in [0, 1)"),
+        (["--num_train_epochs", "0"], "num_train_epochs=0 must be a positive integer"),
+    ],
+)
+def test_adapt_usage_errors_are_one_line(argv, message, capsys):
+    from hf_indosent.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["adapt", "--model_name_or_path", "x", "--output_dir", "out", *argv])
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2
+    assert message in err and len(err.splitlines()) == 1
