@@ -35,15 +35,13 @@ from transformers import (
 from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments
 from hf_indosent.checkpointing import make_readable, staged_dir
 from hf_indosent.command_arguments import AdaptArguments
-from hf_indosent.modeling import load_tokenizer, resolve_model_path, resolve_model_source
+from hf_indosent.modeling import ADAPT_FILE, load_tokenizer, resolve_model_path, resolve_model_source
 from hf_indosent.sampling import EpochBatchSampler
 from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
 from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
 
 logger = logging.getLogger(__name__)
 
-ADAPT_FILE = "adapt.json"
-"""What an adapted folder records: source model, data, settings, the masked-LM losses per epoch, time, precision."""
 EVAL_MASK_SEED = 1234
 """Seed of the validation texts' masks: the same tokens are masked before and after every epoch."""
 

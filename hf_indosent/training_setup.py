@@ -39,7 +39,14 @@ from hf_indosent.data import NO_LABEL, load_smsa, require_labels
 from hf_indosent.devices import BF16_MIN_SPEEDUP, bf16_matmul_speedup, usable_cpu_cores
 from hf_indosent.hub import check_hub_access
 from hf_indosent.metrics import load_metric
-from hf_indosent.modeling import BEST_DIR, load_model, load_tokenizer, resolve_model_path, resolve_model_source
+from hf_indosent.modeling import (
+    BEST_DIR,
+    adaptation_of,
+    load_model,
+    load_tokenizer,
+    resolve_model_path,
+    resolve_model_source,
+)
 from hf_indosent.reporting import start_summary
 from hf_indosent.run_folder import (
     ARGS_FILE,
@@ -253,6 +260,7 @@ def setup(
     checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if resuming else None
     defaults = device_defaults(accelerator.device, args)
     record = arguments_record(model_args, data_args, args, launch=launch_facts(accelerator, defaults))
+    record["adapted_from"] = adaptation_of(model_args.model_name_or_path)  # for the model card; None if not adapted
     changed = check_resume_arguments(run_dir, record) if resuming else {}
     resolve_model_source(model_args.model_name_or_path, "--model_name_or_path")
     check_max_seq_len(model_args, data_args)

@@ -62,6 +62,20 @@ def test_adapted_folder_lowers_held_out_loss_and_trains(tiny_model_dir, tiny_sms
     run_dir = tmp_path / "run"
     run_train(adapted, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
     assert (run_dir / "best" / "model.safetensors").is_file()
+    # the run records what it was adapted from, and the model card names that source, not a local folder
+    recipe = json.loads((run_dir / "args.json").read_text())
+    assert recipe["adapted_from"] == {
+        "source_model": str(tiny_model_dir),
+        "epochs": 2,
+        "validation_mlm_loss": [losses[0], losses[-1]],
+    }
+    from hf_indosent.model_card import build_model_card
+
+    card = build_model_card("me/tapt-model", ["positive", "neutral", "negative"], recipe=recipe)
+    assert "adapted to the training texts by masked-LM training first (`hf-indosent adapt`, 2 epochs" in card
+    recipe["adapted_from"]["source_model"] = "indobenchmark/indobert-base-p1"
+    card = build_model_card("me/tapt-model", ["positive", "neutral", "negative"], recipe=recipe)
+    assert "base_model: indobenchmark/indobert-base-p1" in card
 
 
 def test_adapt_refuses_to_write_over_other_files(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
