@@ -383,7 +383,9 @@ class AdaptArguments:
     The data options (which texts, ``max_seq_len``) are :class:`~hf_indosent.arguments.DataArguments`, shared with
     training: only the training split's texts are used, never a label."""
 
-    model_name_or_path: str = field(metadata={"help": "Pre-trained model to adapt: Hub id, folder, or packaged name."})
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Pre-trained model to adapt: Hub id, folder, or packaged name (required)."}
+    )
     output_dir: str | None = field(
         default=None,
         metadata={"help": "Where the adapted model goes (config, weights, tokenizer, adapt.json): train from it."},
@@ -402,7 +404,11 @@ class AdaptArguments:
     )
 
     def __post_init__(self) -> None:
-        check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR (e.g. outputs/minilm-smsa-tapt)")
+        check(
+            bool(self.model_name_or_path),
+            "model_name_or_path is required: pass --model_name_or_path MODEL or set it in the recipe",
+        )
+        check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR or set it in the recipe")
         for name in ("num_train_epochs", "per_device_train_batch_size"):
             value = getattr(self, name)
             check(isinstance(value, int) and value > 0, f"{name}={value!r} must be a positive integer")

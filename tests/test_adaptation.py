@@ -100,16 +100,17 @@ def test_adapt_refuses_to_write_over_other_files(tiny_model_dir, tiny_smsa_dir, 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--mlm_probability", "1.5"], "mlm_probability=1.5 must be in (0, 1)"),
-        (["--warmup_ratio", "1"], "warmup_ratio=1.0 must be in [0, 1)"),
-        (["--num_train_epochs", "0"], "num_train_epochs=0 must be a positive integer"),
+        (["--model_name_or_path", "x", "--mlm_probability", "1.5"], "mlm_probability=1.5 must be in (0, 1)"),
+        (["--model_name_or_path", "x", "--warmup_ratio", "1"], "warmup_ratio=1.0 must be in [0, 1)"),
+        (["--model_name_or_path", "x", "--num_train_epochs", "0"], "num_train_epochs=0 must be a positive integer"),
+        ([], "model_name_or_path is required: pass --model_name_or_path MODEL or set it in the recipe"),
     ],
 )
 def test_adapt_usage_errors_are_one_line(argv, message, capsys):
     from hf_indosent.cli import main
 
     with pytest.raises(SystemExit) as stop:
-        main(["adapt", "--model_name_or_path", "x", "--output_dir", "out", *argv])
+        main(["adapt", "--output_dir", "out", *argv])
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2
     assert message in err and len(err.splitlines()) == 1

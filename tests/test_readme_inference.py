@@ -36,7 +36,7 @@ def inference_commands() -> list[str]:
 def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_classifier_dir, tiny_smsa_dir):
     commands = inference_commands()
     subcommands = {shlex.split(command.split("|")[-1])[1] for command in commands}
-    assert subcommands == {"predict", "evaluate", "push", "demo", "export", "baseline"}
+    assert subcommands == {"predict", "evaluate", "push", "demo", "export", "baseline", "adapt"}
     shutil.copytree(tiny_classifier_dir, tmp_path / RUN / "best")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # the shipped example files, used as written
     rows = (ROOT / "examples" / "reviews.txt").read_text(encoding="utf-8").splitlines()
