@@ -224,6 +224,28 @@ def test_precision_on_a_gpu_is_fp32_and_a_resumed_run_keeps_its_own(monkeypatch,
     assert training_setup.resolve_mixed_precision(None, tmp_path) == "bf16"
 
 
+def test_only_the_main_process_measures_and_the_others_take_its_choice(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from hf_indosent import training_setup
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: pytest.fail("measured on a non-main process"))
+    rank_1 = SimpleNamespace(device=torch.device("cpu"), is_main_process=False, num_processes=2)
+    monkeypatch.setattr(training_setup, "PartialState", lambda: rank_1)
+    sent = []
+
+    def broadcast(objects):  # what rank 0 measured arrives in place, as accelerate's broadcast does
+        sent.append(list(objects))
+        objects[0] = "bf16"
+
+    monkeypatch.setattr(training_setup, "broadcast_object_list", broadcast)
+    assert training_setup.resolve_mixed_precision(None) == "bf16"
+    assert sent == [[None]]
+
+
 def test_bf16_speed_probe_measures_a_ratio():
     from hf_indosent.devices import bf16_matmul_speedup
 
