@@ -105,8 +105,7 @@ def held_out_loss(accelerator: Accelerator, loss_module: torch.nn.Module, batche
     for batch in batches:
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         masked = (batch["labels"] != -100).sum()
-        with accelerator.autocast():
-            loss = loss_module(**batch)
+        loss = loss_module(**batch)  # prepared: accelerate's autocast is already part of its forward
         total += torch.stack([loss.float() * masked, masked.float()])
     total = accelerator.reduce(total, reduction="sum")
     loss_module.train()

@@ -37,6 +37,11 @@ def check(condition: bool, message: str) -> None:
         raise ArgumentError(message)
 
 
+def check_mixed_precision(value: str | None) -> None:
+    """``--mixed_precision``: unset (auto: measured per device) or one of accelerate's modes."""
+    check(value in (None, "no", "fp16", "bf16"), f"mixed_precision={value!r} is unknown: use 'no', 'fp16' or 'bf16'")
+
+
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(
@@ -260,10 +265,7 @@ class TrainingArguments:
             self.report_to in ("none", "tensorboard"),
             f"report_to={self.report_to!r} is not supported: use 'none' or 'tensorboard'",
         )
-        check(
-            self.mixed_precision in (None, "no", "fp16", "bf16"),
-            f"mixed_precision={self.mixed_precision!r} is unknown: use 'no', 'fp16' or 'bf16'",
-        )
+        check_mixed_precision(self.mixed_precision)
         check(self.dataloader_num_workers >= 0, "dataloader_num_workers must be >= 0")
         check(
             not self.push_to_hub or bool(self.hub_model_id),

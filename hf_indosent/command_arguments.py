@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from hf_indosent.arguments import check
+from hf_indosent.arguments import check, check_mixed_precision
 
 OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 DEFAULT_PIECE_SIZE = 10_000
@@ -417,7 +417,4 @@ class AdaptArguments:
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(0 < self.mlm_probability < 1, f"mlm_probability={self.mlm_probability} must be in (0, 1), e.g. 0.15")
         check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0")
-        check(
-            self.mixed_precision in (None, "no", "fp16", "bf16"),
-            f"mixed_precision={self.mixed_precision!r} is unknown: use 'no', 'fp16' or 'bf16'",
-        )
+        check_mixed_precision(self.mixed_precision)
