@@ -35,7 +35,13 @@ from transformers import (
 from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments
 from hf_indosent.checkpointing import make_readable, staged_dir
 from hf_indosent.command_arguments import AdaptArguments
-from hf_indosent.modeling import ADAPT_FILE, load_tokenizer, resolve_model_path, resolve_model_source
+from hf_indosent.modeling import (
+    ADAPT_FILE,
+    adaptation_stages,
+    load_tokenizer,
+    resolve_model_path,
+    resolve_model_source,
+)
 from hf_indosent.sampling import EpochBatchSampler
 from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
 from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
@@ -200,8 +206,9 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
         )
     progress.close()
 
+    earlier = adaptation_stages(args.model_name_or_path)  # adapting an adapted folder further: keep its stages
     record = {
-        "source_model": args.model_name_or_path,
+        "source_model": earlier[0]["source_model"] if earlier else args.model_name_or_path,
         "data": {"data_dir": data_args.data_dir, "train_file": data_args.train_file, "texts": len(tokenized["train"])},
         "settings": {key: value for key, value in vars(args).items() if key not in ("output_dir",)},
         "mixed_precision": accelerator.mixed_precision,
@@ -209,6 +216,8 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
         "epochs": epochs,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if earlier:
+        record |= {"continued_from": args.model_name_or_path, "earlier": earlier}
     save_adapted(accelerator, loss_module, pooler, tokenizer, folder, record)
     accelerator.print(
         f"adapted model written to {folder} in {record['seconds']:.0f} s (validation masked-LM loss "

@@ -70,18 +70,32 @@ ADAPT_FILE = "adapt.json"
 """What ``hf-indosent adapt`` writes into an adapted model folder: its source model, data, settings and losses."""
 
 
-def adaptation_of(model_name_or_path: str) -> dict[str, Any] | None:
-    """How a local model folder was adapted (``hf-indosent adapt``): source model, epochs, held-out masked-LM loss
-    before and after; ``None`` for any other model. Training records it, so the model card names the real base."""
+def adaptation_stages(model_name_or_path: str) -> list[dict[str, Any]]:
+    """Every ``hf-indosent adapt`` stage behind a local model folder, oldest first (``[]`` for any other model).
+
+    Adapting an adapted folder further keeps the earlier stages' records, so the first stage's source stays the
+    real base model and the epochs add up."""
     path = Path(model_name_or_path) / ADAPT_FILE
     if not path.is_file():
-        return None
+        return []
     record = json.loads(path.read_text(encoding="utf-8"))
-    losses = [epoch["validation_mlm_loss"] for epoch in record.get("epochs", [])]
+    return [*record.get("earlier", []), {key: value for key, value in record.items() if key != "earlier"}]
+
+
+def adaptation_of(model_name_or_path: str) -> dict[str, Any] | None:
+    """How a local model folder was adapted (``hf-indosent adapt``, over all its stages): source model, epochs,
+    held-out masked-LM loss before and after; ``None`` for any other model. Training records it, so the model card
+    names the real base."""
+    stages = adaptation_stages(model_name_or_path)
+    if not stages:
+        return None
+    first, last = stages[0].get("epochs") or [], stages[-1].get("epochs") or []
     return {
-        "source_model": record.get("source_model"),
-        "epochs": len(losses) - 1,
-        "validation_mlm_loss": [losses[0], losses[-1]] if losses else None,
+        "source_model": stages[0].get("source_model"),
+        "epochs": sum(max(len(stage.get("epochs") or []) - 1, 0) for stage in stages),
+        "validation_mlm_loss": [first[0]["validation_mlm_loss"], last[-1]["validation_mlm_loss"]]
+        if first and last
+        else None,
     }
 
 

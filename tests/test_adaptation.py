@@ -78,6 +78,26 @@ def test_adapted_folder_lowers_held_out_loss_and_trains(tiny_model_dir, tiny_sms
     assert "base_model: indobenchmark/indobert-base-p1" in card
 
 
+def test_adapting_an_adapted_folder_further_keeps_the_source_and_adds_the_epochs(
+    tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir
+):
+    from hf_indosent.modeling import adaptation_of
+
+    first = adapt_into(tiny_model_dir, tiny_smsa_dir, tmp_path / "first", cache_dir, num_train_epochs=1)
+    second = adapt_into(tmp_path / "first", tiny_smsa_dir, tmp_path / "second", cache_dir, num_train_epochs=2)
+    third = adapt_into(tmp_path / "second", tiny_smsa_dir, tmp_path / "third", cache_dir, num_train_epochs=1)
+    assert third["source_model"] == second["source_model"] == str(tiny_model_dir)  # not the intermediate folders
+    assert third["continued_from"] == str(tmp_path / "second")
+    assert [stage["epochs"] for stage in third["earlier"]] == [first["epochs"], second["epochs"]]
+    assert adaptation_of(str(tmp_path / "third")) == {
+        "source_model": str(tiny_model_dir),
+        "epochs": 4,
+        "validation_mlm_loss": [first["epochs"][0]["validation_mlm_loss"], third["epochs"][-1]["validation_mlm_loss"]],
+    }
+    assert adaptation_of(str(tmp_path / "first"))["epochs"] == 1 and "earlier" not in first
+    assert adaptation_of(str(tiny_model_dir)) is None
+
+
 def test_adapt_refuses_to_write_over_other_files(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
     foreign = tmp_path / "mine"
     foreign.mkdir()

@@ -11,7 +11,7 @@ from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArgumen
 from hf_indosent.command_arguments import AdaptArguments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-ADAPT_RECIPES = {"smsa-minilm-adapt.yaml"}
+ADAPT_RECIPES = {"smsa-minilm-adapt.yaml", "smsa-minilm-adapt-more.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
@@ -32,6 +32,14 @@ def test_tapt_recipe_fine_tunes_what_the_adapt_recipe_writes():
     # the ablation changes one thing: the starting model; the fine-tuning recipe is the offline one
     different = {key for key in offline if offline[key] != tapt.get(key)}
     assert different == {"model_name_or_path", "output_dir"}
+
+
+def test_continued_adaptation_starts_from_the_first_stage_with_its_settings():
+    adapt = yaml.safe_load((CONFIGS / "smsa-minilm-adapt.yaml").read_text())
+    more = yaml.safe_load((CONFIGS / "smsa-minilm-adapt-more.yaml").read_text())
+    assert more["model_name_or_path"] == adapt["output_dir"] != more["output_dir"]
+    # another seed: the continued stage masks other tokens than the first one did
+    assert {key for key in adapt if adapt[key] != more.get(key)} == {"model_name_or_path", "output_dir", "seed"}
 
 
 def test_indobert_recipe_is_the_tutorials():
