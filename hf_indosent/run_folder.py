@@ -255,8 +255,24 @@ def stopped_message(state: TrainState, path: Path) -> str:
     )
 
 
-def resume_command(argv: list[str] | None = None) -> str:
-    """This run's own command line with ``--resume_from_checkpoint latest`` (and without overwriting)."""
+def launcher_command() -> list[str] | None:
+    """The parent's command line when it is ``accelerate launch`` (Linux ``/proc``), else ``None``.
+
+    Read so a resume command repeats the launcher's own options (``--config_file``, ``--num_processes``, ...)."""
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return None
+    parent = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    names = [Path(part).name for part in parent[:3]]
+    return parent if "launch" in parent and any(name.startswith("accelerate") for name in names) else None
+
+
+def resume_command(argv: list[str] | None = None, launcher: list[str] | None = None) -> str:
+    """This run's own command line with ``--resume_from_checkpoint latest`` (and without overwriting).
+
+    Under ``accelerate launch`` (``launcher``: its command line; default: read from the parent process) the launcher
+    options come along, so a run on 4 processes resumes on 4 processes."""
     argv = list(sys.argv if argv is None else argv)
     script, rest = argv[0], argv[1:]
     kept: list[str] = []
@@ -273,7 +289,13 @@ def resume_command(argv: list[str] | None = None) -> str:
     if Path(script).name == "hf-indosent":
         prefix = ["hf-indosent"]
     elif "ACCELERATE_MIXED_PRECISION" in os.environ:  # set by `accelerate launch`
-        prefix = ["accelerate", "launch", script]
+        launcher = launcher if launcher is not None else launcher_command()
+        # the launcher's line ends with the script (or -m module) and exactly this process's arguments
+        tail = len(launcher or []) - len(rest) - 1
+        if launcher and "launch" in launcher[:tail] and launcher[tail + 1 :] == rest:
+            prefix = ["accelerate", *launcher[launcher.index("launch") : tail + 1]]
+        else:
+            prefix = ["accelerate", "launch", script]
     else:
         prefix = ["python", script]
     return shlex.join([*prefix, *kept, "--resume_from_checkpoint", "latest"])

@@ -4,7 +4,8 @@
 
 `before` kills on entry to the N-th call, `after` once it has returned. SIGKILL leaves no chance to clean up,
 like a power cut or the out-of-memory killer. ``CRASH_SIGNAL=SIGINT`` (or SIGTERM) sends that signal instead, as
-Ctrl-C or a scheduler's stop would.
+Ctrl-C or a scheduler's stop would; ``CRASH_GROUP=1`` sends it to the whole process group, as a terminal's Ctrl-C
+reaches both ``accelerate launch`` and the training process it started.
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ import sys
 SIGNAL = getattr(signal, os.environ.get("CRASH_SIGNAL", "SIGKILL"))
 
 
+def send() -> None:
+    if os.environ.get("CRASH_GROUP") == "1":
+        os.killpg(os.getpgrp(), SIGNAL)
+    else:
+        os.kill(os.getpid(), SIGNAL)
+
+
 def kill_at(target: str, nth: int, when: str) -> None:
     module_name, name = target.split(":")
     module = importlib.import_module(module_name)
@@ -29,10 +37,10 @@ def kill_at(target: str, nth: int, when: str) -> None:
         nonlocal calls
         calls += 1
         if calls == nth and when == "before":
-            os.kill(os.getpid(), SIGNAL)
+            send()
         result = original(*args, **kwargs)
         if calls == nth and when == "after":
-            os.kill(os.getpid(), SIGNAL)
+            send()
         return result
 
     setattr(module, name, wrapper)

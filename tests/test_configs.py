@@ -11,7 +11,7 @@ from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArgumen
 from hf_indosent.command_arguments import AdaptArguments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-ADAPT_RECIPES = {"smsa-minilm-adapt.yaml", "smsa-minilm-adapt-more.yaml"}
+ADAPT_RECIPES = {"smsa-minilm-adapt.yaml", "smsa-minilm-adapt-more.yaml", "smsa-indobert-base-p1-adapt.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
@@ -46,3 +46,12 @@ def test_indobert_recipe_is_the_tutorials():
     recipe = yaml.safe_load((CONFIGS / "smsa-indobert-base-p1.yaml").read_text())
     assert recipe["model_name_or_path"] == "indobenchmark/indobert-base-p1"
     assert (recipe["learning_rate"], recipe["num_train_epochs"], recipe["per_device_train_batch_size"]) == (3e-6, 5, 32)
+
+
+def test_second_indobert_recipe_is_the_tutorials_fine_tuning_from_the_adapted_indobert():
+    tutorial = yaml.safe_load((CONFIGS / "smsa-indobert-base-p1.yaml").read_text())
+    adapt = yaml.safe_load((CONFIGS / "smsa-indobert-base-p1-adapt.yaml").read_text())
+    tapt = yaml.safe_load((CONFIGS / "smsa-indobert-base-p1-tapt.yaml").read_text())
+    assert adapt["model_name_or_path"] == tutorial["model_name_or_path"]
+    assert tapt["model_name_or_path"] == adapt["output_dir"]
+    assert {key for key in tutorial if tutorial[key] != tapt.get(key)} == {"model_name_or_path", "output_dir"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -266,6 +267,40 @@ def test_signal_saves_a_checkpoint_at_the_current_step_and_resume_matches(
     assert comparable(run_dir) == comparable(reference)
 
 
+@pytest.mark.slow
+def test_ctrl_c_under_accelerate_launch_saves_a_checkpoint_and_resumes_with_the_launcher_s_options(
+    tiny_model_dir, tiny_smsa_dir, tmp_path
+):
+    run_dir = tmp_path / "run"
+    args = cli_args(tiny_model_dir, tiny_smsa_dir, run_dir, tmp_path / "cache", num_train_epochs=2)
+    launcher = ["accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no"]
+    launcher += ["--dynamo_backend", "no", "--cpu"]
+    # the terminal's Ctrl-C: SIGINT to the launcher and the training process alike (one process group)
+    process = subprocess.run(
+        [*launcher, "tests/crash_runner.py", "hf_indosent.training:forward_backward", "17", "before", "--", *args],
+        cwd=ROOT,
+        env={**os.environ, "CRASH_SIGNAL": "SIGINT", "CRASH_GROUP": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    # accelerate's launcher dies of the KeyboardInterrupt at once (its own traceback, not ours); the training process
+    # still saves the current step, releases the lock and prints the resume command (pipes close only after it exits)
+    assert process.returncode == -signal.SIGINT, process.stderr[-3000:]
+    assert [path.name for path in list_checkpoints(run_dir)][-1] == "checkpoint-e0001-s000000017"
+    assert not (run_dir / LOCK_FILE).exists()
+    line = next(line for line in process.stderr.splitlines() if "checkpoint saved at epoch 2, step 17" in line)
+    command = line.split("Continue with: ", 1)[1]
+    # the resume command is the launcher's own, options included
+    assert command.startswith(shlex.join([*launcher, "tests/crash_runner.py"]))
+    resumed = subprocess.run(
+        shlex.split(command), cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 2
+
+
 def test_resume_command_is_the_run_s_own_command(monkeypatch):
     from hf_indosent.run_folder import resume_command
 
@@ -274,7 +309,21 @@ def test_resume_command_is_the_run_s_own_command(monkeypatch):
     argv = ["/venv/bin/hf-indosent", "train", "--overwrite_output_dir", "true", "--resume_from_checkpoint", "x/c"]
     assert resume_command(argv) == "hf-indosent train --resume_from_checkpoint latest"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
-    assert resume_command(["scripts/train.py"]).startswith("accelerate launch scripts/train.py ")
+    assert resume_command(["scripts/train.py"], launcher=[]).startswith("accelerate launch scripts/train.py ")
+    # under accelerate launch the launcher's options come along (4 processes resume on 4), the run's own flags not
+    launcher = ["/venv/bin/python", "/venv/bin/accelerate", "launch", "--multi_gpu", "--num_processes", "4"]
+    launcher += ["--config_file", "hw.yaml", "scripts/train.py", "--config", "c.yaml", "--overwrite_output_dir"]
+    assert resume_command(["/abs/scripts/train.py", "--config", "c.yaml", "--overwrite_output_dir"], launcher) == (
+        "accelerate launch --multi_gpu --num_processes 4 --config_file hw.yaml scripts/train.py --config c.yaml "
+        "--resume_from_checkpoint latest"
+    )
+    launcher = ["accelerate", "launch", "--num_processes", "2", "-m", "hf_indosent", "train", "--seed", "3"]
+    assert resume_command(["/site/hf_indosent/__main__.py", "train", "--seed", "3"], launcher) == (
+        "accelerate launch --num_processes 2 -m hf_indosent train --seed 3 --resume_from_checkpoint latest"
+    )
+    # a parent that is not this run's launcher (other arguments) is not trusted
+    other = ["accelerate", "launch", "other.py", "--x", "1"]
+    assert resume_command(["scripts/train.py", "--seed", "3"], other).startswith("accelerate launch scripts/train.py ")
 
 
 def test_time_based_checkpoints_bound_what_a_hard_kill_loses(tiny_model_dir, tiny_smsa_dir, tmp_path, monkeypatch):
