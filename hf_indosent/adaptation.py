@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ from transformers import (
 )
 
 from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments
-from hf_indosent.checkpointing import make_readable, staged_dir
+from hf_indosent.checkpointing import StopRequests, make_readable, staged_dir
+from hf_indosent.cli import Interrupted
 from hf_indosent.command_arguments import AdaptArguments
 from hf_indosent.modeling import (
     ADAPT_FILE,
@@ -42,6 +44,7 @@ from hf_indosent.modeling import (
     resolve_model_path,
     resolve_model_source,
 )
+from hf_indosent.run_folder import rerun_command
 from hf_indosent.sampling import EpochBatchSampler
 from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
 from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
@@ -139,6 +142,36 @@ def save_adapted(
     accelerator.wait_for_everyone()
 
 
+def stop_requested(accelerator: Accelerator, stops: StopRequests) -> bool:
+    """A SIGINT/SIGTERM on any process (the flag is combined, so every process stops after the same step)."""
+    stop = stops.signum is not None
+    if accelerator.num_processes == 1:
+        return stop
+    flag = torch.tensor([float(stop)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def epochs_left(stopped: dict[str, Any], num_train_epochs: int) -> int:
+    """Epochs still to run after a stop; the epoch it stopped in counts as not run unless its last step was done."""
+    return num_train_epochs - stopped["epoch"] + (stopped["step"] < stopped["steps_in_epoch"])
+
+
+def stopped_message(folder: Path, stopped: dict[str, Any], args: AdaptArguments) -> str:
+    """Where an interrupted adaptation's work is, and the command that adapts it further for the epochs left."""
+    command = rerun_command(
+        drop_flags=("--overwrite_output_dir",),
+        drop_values=("--model_name_or_path", "--output_dir", "--num_train_epochs"),
+        add=(
+            *("--model_name_or_path", str(folder), "--output_dir", f"{folder}-continued"),
+            *("--num_train_epochs", str(epochs_left(stopped, args.num_train_epochs))),
+        ),
+    )
+    return (
+        f"stopped at epoch {stopped['epoch']}, step {stopped['step']} of {stopped['steps_in_epoch']}: the model "
+        f"adapted so far is saved in {folder} ({ADAPT_FILE} records where it stopped). Continue with: {command}"
+    )
+
+
 def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds."""
     started = time.perf_counter()
@@ -179,32 +212,42 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     accelerator.print(f"validation masked-LM loss before adapting: {epochs[0]['validation_mlm_loss']:.4f}")
     progress = tqdm(total=total_steps, unit="step", disable=not accelerator.is_local_main_process)
     loss_module.train()
-    for epoch in range(1, args.num_train_epochs + 1):
-        sampler.epoch = epoch - 1
-        running = torch.zeros(2, device=accelerator.device)
-        for batch in train_loader:
-            loss = loss_module(**batch)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(loss_module.parameters(), args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            running += torch.stack([loss.detach().float(), torch.ones((), device=accelerator.device)])
-            progress.update(1)
-            progress.set_description(f"(Epoch {epoch}/{args.num_train_epochs}) MLM LOSS:{loss.item():.4f}")
-        running = accelerator.reduce(running, reduction="sum")
-        epochs.append(
-            {
-                "epoch": epoch,
-                "train_mlm_loss": (running[0] / running[1]).item(),
-                "validation_mlm_loss": held_out_loss(accelerator, loss_module, eval_batches),
-            }
-        )
-        accelerator.print(
-            f"epoch {epoch}: train masked-LM loss {epochs[-1]['train_mlm_loss']:.4f}, "
-            f"validation {epochs[-1]['validation_mlm_loss']:.4f}"
-        )
+    stopped: dict[str, Any] | None = None
+    with StopRequests() as stops:
+        for epoch in range(1, args.num_train_epochs + 1):
+            sampler.epoch = epoch - 1
+            running = torch.zeros(2, device=accelerator.device)
+            for step, batch in enumerate(train_loader, start=1):
+                loss = loss_module(**batch)
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(loss_module.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                running += torch.stack([loss.detach().float(), torch.ones((), device=accelerator.device)])
+                progress.update(1)
+                progress.set_description(f"(Epoch {epoch}/{args.num_train_epochs}) MLM LOSS:{loss.item():.4f}")
+                if stop_requested(accelerator, stops):
+                    stopped = {"signal": signal.Signals(stops.signum or signal.SIGINT).name, "epoch": epoch}
+                    stopped |= {"step": step, "steps_in_epoch": len(train_loader)}
+                    break
+            running = accelerator.reduce(running, reduction="sum")
+            epochs.append(
+                {
+                    "epoch": epoch,
+                    "train_mlm_loss": (running[0] / running[1]).item(),
+                    "validation_mlm_loss": held_out_loss(accelerator, loss_module, eval_batches),
+                }
+            )
+            accelerator.print(
+                f"epoch {epoch}{' (stopped part-way)' if stopped else ''}: train masked-LM loss "
+                f"{epochs[-1]['train_mlm_loss']:.4f}, validation {epochs[-1]['validation_mlm_loss']:.4f}"
+            )
+            if stopped:
+                break
     progress.close()
+    if stopped and not epochs_left(stopped, args.num_train_epochs):
+        stopped = None  # the signal came with the very last step: the adaptation is complete
 
     earlier = adaptation_stages(args.model_name_or_path)  # adapting an adapted folder further: keep its stages
     record = {
@@ -218,7 +261,11 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     }
     if earlier:
         record |= {"continued_from": args.model_name_or_path, "earlier": earlier}
+    if stopped:
+        record["stopped"] = stopped
     save_adapted(accelerator, loss_module, pooler, tokenizer, folder, record)
+    if stopped:
+        raise Interrupted(signal.Signals[stopped["signal"]], stopped_message(folder, stopped, args))
     accelerator.print(
         f"adapted model written to {folder} in {record['seconds']:.0f} s (validation masked-LM loss "
         f"{epochs[0]['validation_mlm_loss']:.4f} -> {epochs[-1]['validation_mlm_loss']:.4f}). Fine-tune it with: "

@@ -82,6 +82,15 @@ def adaptation_stages(model_name_or_path: str) -> list[dict[str, Any]]:
     return [*record.get("earlier", []), {key: value for key, value in record.items() if key != "earlier"}]
 
 
+def stage_epochs(stage: dict[str, Any]) -> float:
+    """Epochs one adaptation stage ran: a stage stopped part-way (Ctrl-C) counts its last epoch's done fraction."""
+    ran = max(len(stage.get("epochs") or []) - 1, 0)
+    stopped = stage.get("stopped")
+    if not stopped or stopped["step"] >= stopped["steps_in_epoch"]:
+        return ran
+    return round(ran - 1 + stopped["step"] / stopped["steps_in_epoch"], 2)
+
+
 def adaptation_of(model_name_or_path: str) -> dict[str, Any] | None:
     """How a local model folder was adapted (``hf-indosent adapt``, over all its stages): source model, epochs,
     held-out masked-LM loss before and after; ``None`` for any other model. Training records it, so the model card
@@ -92,7 +101,7 @@ def adaptation_of(model_name_or_path: str) -> dict[str, Any] | None:
     first, last = stages[0].get("epochs") or [], stages[-1].get("epochs") or []
     return {
         "source_model": stages[0].get("source_model"),
-        "epochs": sum(max(len(stage.get("epochs") or []) - 1, 0) for stage in stages),
+        "epochs": sum(stage_epochs(stage) for stage in stages),
         "validation_mlm_loss": [first[0]["validation_mlm_loss"], last[-1]["validation_mlm_loss"]]
         if first and last
         else None,

@@ -268,11 +268,22 @@ def launcher_command() -> list[str] | None:
     return parent if "launch" in parent and any(name.startswith("accelerate") for name in names) else None
 
 
-def resume_command(argv: list[str] | None = None, launcher: list[str] | None = None) -> str:
-    """This run's own command line with ``--resume_from_checkpoint latest`` (and without overwriting).
+BOOLEAN_WORDS = ("true", "false", "yes", "no", "1", "0")
+
+
+def rerun_command(
+    argv: list[str] | None = None,
+    launcher: list[str] | None = None,
+    *,
+    drop_flags: tuple[str, ...] = (),
+    drop_values: tuple[str, ...] = (),
+    add: tuple[str, ...] = (),
+) -> str:
+    """This process's own command line again, without the options in ``drop_flags`` (booleans, with or without a
+    value) and ``drop_values`` (with their value), and with ``add`` at the end.
 
     Under ``accelerate launch`` (``launcher``: its command line; default: read from the parent process) the launcher
-    options come along, so a run on 4 processes resumes on 4 processes."""
+    options come along, so a run on 4 processes continues on 4."""
     argv = list(sys.argv if argv is None else argv)
     script, rest = argv[0], argv[1:]
     kept: list[str] = []
@@ -281,9 +292,10 @@ def resume_command(argv: list[str] | None = None, launcher: list[str] | None = N
         if skip:
             skip = False
             continue
-        if arg in ("--overwrite_output_dir", "--resume_from_checkpoint"):
+        name = arg.split("=", 1)[0]
+        if name in drop_flags or name in drop_values:
             following = rest[index + 1] if index + 1 < len(rest) else ""
-            skip = arg == "--resume_from_checkpoint" or following.lower() in ("true", "false", "yes", "no", "1", "0")
+            skip = "=" not in arg and (name in drop_values or following.lower() in BOOLEAN_WORDS)
             continue
         kept.append(arg)
     if Path(script).name == "hf-indosent":
@@ -298,4 +310,15 @@ def resume_command(argv: list[str] | None = None, launcher: list[str] | None = N
             prefix = ["accelerate", "launch", script]
     else:
         prefix = ["python", script]
-    return shlex.join([*prefix, *kept, "--resume_from_checkpoint", "latest"])
+    return shlex.join([*prefix, *kept, *add])
+
+
+def resume_command(argv: list[str] | None = None, launcher: list[str] | None = None) -> str:
+    """This run's own command line with ``--resume_from_checkpoint latest`` (and without overwriting)."""
+    return rerun_command(
+        argv,
+        launcher,
+        drop_flags=("--overwrite_output_dir",),
+        drop_values=("--resume_from_checkpoint",),
+        add=("--resume_from_checkpoint", "latest"),
+    )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,6 +99,47 @@ def test_adapting_an_adapted_folder_further_keeps_the_source_and_adds_the_epochs
     }
     assert adaptation_of(str(tmp_path / "first"))["epochs"] == 1 and "earlier" not in first
     assert adaptation_of(str(tiny_model_dir)) is None
+
+
+def test_ctrl_c_during_adapt_saves_the_model_so_far_and_the_command_to_continue(
+    tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir, monkeypatch
+):
+    from hf_indosent import adaptation
+    from hf_indosent.cli import Interrupted
+    from hf_indosent.modeling import adaptation_of
+
+    original, calls = adaptation.MaskedPositionsLoss.forward, []
+
+    def forward(self, *args, **kwargs):
+        if self.training:
+            calls.append(1)
+            if len(calls) == 5:  # Ctrl-C during the 5th of 12 steps of epoch 1
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(adaptation.MaskedPositionsLoss, "forward", forward)
+    stopped_dir = tmp_path / "adapted"
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/hf-indosent", "adapt", "--config", "c.yaml", "--seed", "3"])
+    with pytest.raises(Interrupted) as stop:
+        adapt_into(tiny_model_dir, tiny_smsa_dir, stopped_dir, cache_dir, num_train_epochs=2)
+    assert stop.value.signum == signal.SIGINT and len(calls) == 5  # stopped after the step it was in
+    message = str(stop.value)
+    assert message.startswith("stopped at epoch 1, step 5 of 12: the model adapted so far is saved in ")
+    assert message.endswith(
+        f"Continue with: hf-indosent adapt --config c.yaml --seed 3 --model_name_or_path {stopped_dir} "
+        f"--output_dir {stopped_dir}-continued --num_train_epochs 2"
+    )
+    record = json.loads((stopped_dir / "adapt.json").read_text())
+    assert record["stopped"] == {"signal": "SIGINT", "epoch": 1, "step": 5, "steps_in_epoch": 12}
+    assert [epoch["epoch"] for epoch in record["epochs"]] == [0, 1]  # the part-epoch's losses are measured too
+    assert adaptation_of(str(stopped_dir))["epochs"] == 0.42  # 5 of 12 steps
+    assert (stopped_dir / "model.safetensors").is_file()
+
+    monkeypatch.setattr(adaptation.MaskedPositionsLoss, "forward", original)
+    continued = tmp_path / "adapted-continued"
+    adapt_into(stopped_dir, tiny_smsa_dir, continued, cache_dir, num_train_epochs=2)
+    assert adaptation_of(str(continued))["epochs"] == pytest.approx(2.42)
+    assert adaptation_of(str(continued))["source_model"] == str(tiny_model_dir)
 
 
 def test_adapt_refuses_to_write_over_other_files(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
