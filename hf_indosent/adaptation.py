@@ -48,6 +48,7 @@ from hf_indosent.run_folder import rerun_command
 from hf_indosent.sampling import EpochBatchSampler
 from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
 from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
+from hf_indosent.vocabulary import extend_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     source = resolve_model_path(args.model_name_or_path)
     model = AutoModelForMaskedLM.from_pretrained(source)
     pooler = getattr(AutoModel.from_pretrained(source), "pooler", None)
+    tokenizer, vocabulary = extend_vocabulary(model, tokenizer, dataset["train"]["text"], args.extend_vocab)
     with accelerator.main_process_first():
         tokenized = tokenize_dataset(dataset, tokenizer, data_args.max_seq_len)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability)
@@ -254,6 +256,7 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
         "source_model": earlier[0]["source_model"] if earlier else args.model_name_or_path,
         "data": {"data_dir": data_args.data_dir, "train_file": data_args.train_file, "texts": len(tokenized["train"])},
         "settings": {key: value for key, value in vars(args).items() if key not in ("output_dir",)},
+        "vocabulary": vocabulary,
         "mixed_precision": accelerator.mixed_precision,
         "num_processes": accelerator.num_processes,
         "epochs": epochs,

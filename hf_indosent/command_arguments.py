@@ -402,6 +402,14 @@ class AdaptArguments:
     mixed_precision: str | None = field(
         default=None, metadata={"help": "'no', 'fp16' or 'bf16'; default (auto) as for train (measured on a CPU)."}
     )
+    extend_vocab: int = field(
+        default=0,
+        metadata={
+            "help": "Add the training texts' N most frequent words the WordPiece vocabulary lacks as whole tokens "
+            "(each starts at the mean of its old pieces); 0 keeps the vocabulary. For a model whose vocabulary is "
+            "not Indonesian (MiniLM: 2.06 tokens per SmSA word, 1.08 with 5000 words added)."
+        },
+    )
 
     def __post_init__(self) -> None:
         check(
@@ -417,4 +425,8 @@ class AdaptArguments:
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(0 < self.mlm_probability < 1, f"mlm_probability={self.mlm_probability} must be in (0, 1), e.g. 0.15")
         check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0")
+        check(
+            isinstance(self.extend_vocab, int) and not isinstance(self.extend_vocab, bool) and self.extend_vocab >= 0,
+            f"extend_vocab={self.extend_vocab!r} must be a whole number of words >= 0 (0 keeps the vocabulary)",
+        )
         check_mixed_precision(self.mixed_precision)

