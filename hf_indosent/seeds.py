@@ -5,12 +5,18 @@
 its own process, so a seed that crashes is reported and the others still run. Each run's output goes to
 ``<output_dir>/seed-N.log``. At the end, ``<output_dir>/seeds.json`` holds every seed's validation metrics and their
 mean and sample standard deviation (:func:`aggregate`), also printed as a Markdown table.
+
+A multi-seed run takes hours, so it is resumable as a whole: ``seeds.json`` is rewritten after every seed, Ctrl-C or
+SIGTERM is passed on to the seed training now (which stops after its current step and saves a checkpoint, as it
+would alone), and running the same command again keeps the finished seeds, resumes the stopped one from its last
+checkpoint and trains the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -19,11 +25,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_indosent.checkpointing import list_checkpoints
 from hf_indosent.metrics import METRIC_NAMES
 from hf_indosent.reporting import write_json
 
-RESERVED = ("--seed", "--output_dir")
+RESERVED = ("--seed", "--output_dir", "--resume_from_checkpoint")
 """Training options this script sets itself, one value per seed."""
+
+REPORT = "seeds.json"
+OVERWRITE = "--overwrite_output_dir"
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -53,27 +63,70 @@ def last_line(log: Path) -> str:
     return next((line.strip() for line in reversed(lines) if line.strip()), "no output")
 
 
+def wait_passing_signals(process: subprocess.Popen) -> tuple[int, int | None]:
+    """Wait for a seed's training; SIGINT/SIGTERM sent to this script go to it, once per signal received.
+
+    The training runs in its own session, so a Ctrl-C in the terminal reaches it only through here: one Ctrl-C is
+    one SIGINT (training stops after its current step with a checkpoint), a second one stops it at once, as when it
+    runs alone. Python's own ``subprocess.run`` would kill it 0.25 s after a Ctrl-C, mid-checkpoint."""
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        returncode = process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return returncode, received[0] if received else None
+
+
+def finished_result(run_dir: Path) -> dict[str, Any] | None:
+    """Best epoch and validation metrics of a run that finished in ``run_dir`` (its ``metrics.json``), or ``None``."""
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        return None
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    return {"status": "ok", "best_epoch": metrics.get("best_epoch"), "validation": metrics["validation"]}
+
+
+def restart_options(run_dir: Path, train_args: Sequence[str]) -> list[str]:
+    """How to train into ``run_dir`` again: resume its last complete checkpoint, or start over if it holds none."""
+    if not run_dir.exists() or OVERWRITE in train_args:
+        return []
+    if list_checkpoints(run_dir):
+        return ["--resume_from_checkpoint", "latest"]
+    return [OVERWRITE]  # a run stopped before its first checkpoint: nothing in it to keep
+
+
 def run_seed(train_command: Sequence[str], train_args: Sequence[str], seed: int, output_dir: Path) -> dict[str, Any]:
-    """Train one seed in a subprocess; its result: status, exit code, seconds, and validation metrics or the error."""
+    """Train one seed in a subprocess; its result: status, exit code, seconds, and validation metrics or the error.
+
+    A seed an earlier run of this command finished is reported again, not retrained (unless ``--overwrite_output_dir``
+    is among the training options); one it stopped resumes from its last checkpoint."""
     run_dir = output_dir / f"seed-{seed}"
     log = output_dir / f"seed-{seed}.log"
-    command = [*train_command, *train_args, "--seed", str(seed), "--output_dir", str(run_dir)]
+    result: dict[str, Any] = {"seed": seed, "output_dir": str(run_dir), "log": str(log)}
+    previous = None if OVERWRITE in train_args else finished_result(run_dir)
+    if previous is not None:
+        return {**result, "returncode": 0, "seconds": 0.0, "reused": True, **previous}
+    restart = restart_options(run_dir, train_args)
+    command = [*train_command, *train_args, "--seed", str(seed), "--output_dir", str(run_dir), *restart]
     started = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as handle:
-        returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
-    result: dict[str, Any] = {
-        "seed": seed,
-        "output_dir": str(run_dir),
-        "log": str(log),
-        "returncode": returncode,
-        "seconds": time.perf_counter() - started,
-    }
-    metrics_path = run_dir / "metrics.json"
-    if returncode != 0 or not metrics_path.is_file():
-        why = last_line(log) if returncode != 0 else f"exited 0 but wrote no {metrics_path}"
+    with open(log, "a" if restart else "w", encoding="utf-8") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        returncode, signum = wait_passing_signals(process)
+    result |= {"returncode": returncode, "seconds": time.perf_counter() - started, "resumed": bool(restart)}
+    if signum is not None and returncode != 0:
+        return {**result, "status": "stopped", "signal": signal.Signals(signum).name, "error": last_line(log)}
+    finished = finished_result(run_dir) if returncode == 0 else None
+    if finished is None:
+        why = last_line(log) if returncode != 0 else f"exited 0 but wrote no {run_dir / 'metrics.json'}"
         return {**result, "status": "failed", "error": why}
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    return {**result, "status": "ok", "best_epoch": metrics.get("best_epoch"), "validation": metrics["validation"]}
+    return {**result, **finished}
 
 
 def aggregate(results: list[dict]) -> dict[str, Any]:
@@ -113,34 +166,62 @@ def markdown_table(results: list[dict], summary: dict[str, Any]) -> str:
             rows.append([str(result["seed"]), "ok", *cells, str(result.get("best_epoch"))])
         else:
             error = str(result.get("error", "")).replace("|", "\\|")
-            rows.append([str(result["seed"]), f"failed: {error}", *["-"] * len(METRIC_NAMES), "-"])
+            rows.append([str(result["seed"]), f"{result.get('status')}: {error}", *["-"] * len(METRIC_NAMES), "-"])
     count = len(summary["succeeded"])
     means = [_mean_std(summary["validation"].get(name)) for name in METRIC_NAMES]
     rows.append([f"mean ± std ({count} run{'s' if count != 1 else ''})", "", *means, ""])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
+def check_same_recipe(output_dir: Path, train_args: Sequence[str]) -> None:
+    """Refuse to mix seeds of two recipes in one folder: a finished seed is only reused for the same options
+    (``--overwrite_output_dir`` aside: it says whether to keep finished seeds, not how to train)."""
+    path = output_dir / REPORT
+    if not path.is_file() or OVERWRITE in train_args:
+        return
+    earlier = json.loads(path.read_text(encoding="utf-8")).get("train_args")
+    recipe = [arg for arg in train_args if arg != OVERWRITE]
+    if earlier is not None and [arg for arg in earlier if arg != OVERWRITE] != recipe:
+        raise ValueError(
+            f"{output_dir} holds seeds of other training options ({' '.join(earlier) or 'none'}; now "
+            f"{' '.join(train_args) or 'none'}): choose another --output_dir, or pass {OVERWRITE} to train every "
+            "seed again"
+        )
+
+
 def run_seeds(
     seeds: Sequence[int], output_dir: Path, train_args: Sequence[str], train_command: Sequence[str]
 ) -> dict[str, Any]:
-    """Every seed in turn (a failure does not stop the others), then ``output_dir``/seeds.json."""
+    """Every seed in turn (a failure does not stop the others, a Ctrl-C does), ``seeds.json`` after each."""
     check_training_args(train_args)
+    check_same_recipe(output_dir, train_args)
     output_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
     for seed in seeds:
         print(f"seed {seed}: training into {output_dir / f'seed-{seed}'} (log: {output_dir / f'seed-{seed}.log'})")
         result = run_seed(train_command, train_args, seed, output_dir)
-        outcome = f"validation f1 {result['validation']['f1']:.4f}" if result["status"] == "ok" else result["error"]
-        print(f"seed {seed}: {result['status']} in {result['seconds'] / 60:.1f} min: {outcome}", flush=True)
+        if result.get("reused"):
+            outcome = f"already trained by an earlier run, kept: validation f1 {result['validation']['f1']:.4f}"
+        elif result["status"] == "ok":
+            outcome = f"ok in {result['seconds'] / 60:.1f} min: validation f1 {result['validation']['f1']:.4f}"
+        else:
+            outcome = f"{result['status']} in {result['seconds'] / 60:.1f} min: {result['error']}"
+        print(f"seed {seed}: {outcome}", flush=True)
         results.append(result)
-    report = {"train_args": list(train_args), "runs": results, "summary": aggregate(results)}
-    write_json(output_dir / "seeds.json", report)
+        stopped = result["status"] == "stopped"
+        left = list(seeds[len(results) :]) if stopped else []
+        report = {"train_args": list(train_args), "runs": results, "summary": aggregate(results)}
+        report |= {"complete": len(results) == len(seeds)} | ({"not_run": left} if left else {})
+        write_json(output_dir / REPORT, report)
+        if stopped:
+            break
     return report
 
 
 def main(argv: Sequence[str] | None = None, *, train_script: Path) -> int:
     """The command line (``train_script``: scripts/train.py): exit 0 when every seed trained, 1 when one failed (the
-    others are still reported), 2 on a usage error."""
+    others are still reported), 2 on a usage error, 130 / 143 when stopped by Ctrl-C / SIGTERM (rerun to continue)."""
     parser = argparse.ArgumentParser(
         prog="seeds.py",
         description="Run one training recipe over several seeds and report mean ± std of the validation metrics. "
@@ -155,7 +236,19 @@ def main(argv: Sequence[str] | None = None, *, train_script: Path) -> int:
         check_training_args(train_args)
     except ValueError as err:
         parser.error(str(err))
-    report = run_seeds(seeds, Path(args.output_dir), train_args, [sys.executable, str(train_script)])
+    try:
+        report = run_seeds(seeds, Path(args.output_dir), train_args, [sys.executable, str(train_script)])
+    except ValueError as err:
+        print(f"seeds.py: error: {err}", file=sys.stderr)
+        return 2
     print(markdown_table(report["runs"], report["summary"]))
-    print(f"Wrote {Path(args.output_dir) / 'seeds.json'}")
+    print(f"Wrote {Path(args.output_dir) / REPORT}")
+    last = report["runs"][-1]
+    if last["status"] == "stopped":
+        print(
+            f"Stopped by {last['signal']} during seed {last['seed']} (its checkpoint is in {last['output_dir']}). "
+            "Run the same command again to continue: finished seeds are kept, this one resumes, the rest train.",
+            file=sys.stderr,
+        )
+        return 128 + signal.Signals[last["signal"]].value
     return 1 if report["summary"]["failed"] else 0

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hf_indosent.seeds import aggregate, main, markdown_table, parse_seeds
+from hf_indosent.seeds import aggregate, main, markdown_table, parse_seeds, restart_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +93,103 @@ def test_a_crashed_seed_is_reported_and_the_others_still_run(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| mean ± std (2 runs) |" in out and "seed 13: failed" in out
     assert (output_dir / "seed-13.log").read_text().strip() == runs[13]["error"]
+
+
+STOPPABLE_TRAIN = """
+    import argparse, json, pathlib, signal, sys, time
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--output_dir")
+    parser.add_argument("--learning_rate")
+    parser.add_argument("--resume_from_checkpoint")
+    parser.add_argument("--overwrite_output_dir", action="store_true")
+    args = parser.parse_args()
+    folder = pathlib.Path(args.output_dir)
+    with open(folder.parent / "calls.jsonl", "a") as calls:
+        calls.write(json.dumps([args.seed, args.resume_from_checkpoint, args.overwrite_output_dir]) + "\\n")
+    if args.seed == 2 and not args.resume_from_checkpoint and not args.overwrite_output_dir:
+        def stop(signum, frame):
+            time.sleep(1.5)  # saving a checkpoint takes longer than subprocess.run's 0.25 s grace before SIGKILL
+            checkpoint = folder / "checkpoints" / "checkpoint-e0001-s000000005"
+            checkpoint.mkdir(parents=True)
+            (checkpoint / "train_state.json").write_text(json.dumps({"files": {}}))
+            print("stopped at epoch 1, step 5: checkpoint saved. Continue with: train --resume_from_checkpoint latest")
+            sys.exit(130)
+        signal.signal(signal.SIGINT, stop)
+        folder.mkdir(parents=True)
+        (folder.parent / "ready").write_text("")
+        time.sleep(120)
+        sys.exit(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    validation = {"accuracy": 0.5, "f1": args.seed / 10, "precision": 0.5, "recall": 0.5, "num_examples": 3}
+    (folder / "metrics.json").write_text(json.dumps({"best_epoch": 1, "validation": validation}))
+"""
+
+
+def test_ctrl_c_stops_the_seed_after_its_checkpoint_and_the_same_command_continues(tmp_path):
+    """Ctrl-C in a terminal reaches the whole foreground process group: here, the seeds runner's. The training of
+    the seed in progress gets it once, has time to save its checkpoint, and a rerun keeps, resumes and trains."""
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(STOPPABLE_TRAIN))
+    output_dir = tmp_path / "seeds"
+    argv = ["--seeds", "1,2,3", "--output_dir", str(output_dir), "--learning_rate", "1e-4"]
+    runner = (
+        "import sys; from pathlib import Path; from hf_indosent.seeds import main; "
+        f"sys.exit(main(sys.argv[1:], train_script=Path({str(script)!r})))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", runner, *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 120
+    while not (output_dir / "ready").exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert (output_dir / "seed-2" / "checkpoints" / "checkpoint-e0001-s000000005" / "train_state.json").is_file()
+    report = json.loads((output_dir / "seeds.json").read_text())
+    assert [run["status"] for run in report["runs"]] == ["ok", "stopped"]
+    assert report["runs"][1]["signal"] == "SIGINT" and "Continue with" in report["runs"][1]["error"]
+    assert report["complete"] is False and report["not_run"] == [3]
+    assert "Traceback" not in err and "Run the same command again to continue" in err
+    assert "| 2 | stopped: stopped at epoch 1, step 5" in out
+
+    assert main(argv, train_script=script) == 0  # the same command again
+    calls = [json.loads(line) for line in (output_dir / "calls.jsonl").read_text().splitlines()]
+    assert calls == [[1, None, False], [2, None, False], [2, "latest", False], [3, None, False]]  # 1 is not retrained
+    report = json.loads((output_dir / "seeds.json").read_text())
+    assert report["complete"] is True and [run["status"] for run in report["runs"]] == ["ok", "ok", "ok"]
+    assert [run.get("reused", False) for run in report["runs"]] == [True, False, False]
+    assert report["runs"][1]["resumed"] is True
+    assert report["summary"]["validation"]["f1"]["mean"] == pytest.approx(0.2)
+
+    # other training options in the same folder: refused (a finished seed is only kept for the same recipe)
+    assert main([*argv[:4], "--learning_rate", "5e-5"], train_script=script) == 2
+    # unless every seed is to be trained again
+    assert main([*argv, "--overwrite_output_dir"], train_script=script) == 0
+    calls = [json.loads(line) for line in (output_dir / "calls.jsonl").read_text().splitlines()]
+    assert calls[4:] == [[1, None, True], [2, None, True], [3, None, True]]
+    assert main(argv, train_script=script) == 0  # and then kept again by the same recipe without it
+    assert len((output_dir / "calls.jsonl").read_text().splitlines()) == 7
+
+
+def test_a_seed_folder_restarts_from_what_it_holds(tmp_path):
+    run_dir = tmp_path / "seed-1"
+    assert restart_options(run_dir, []) == []  # nothing there yet
+    run_dir.mkdir()
+    assert restart_options(run_dir, []) == ["--overwrite_output_dir"]  # stopped before its first checkpoint
+    checkpoint = run_dir / "checkpoints" / "checkpoint-e0001-s000000007"
+    checkpoint.mkdir(parents=True)
+    assert restart_options(run_dir, []) == ["--overwrite_output_dir"]  # an incomplete checkpoint is no checkpoint
+    (checkpoint / "train_state.json").write_text(json.dumps({"files": {}}))
+    assert restart_options(run_dir, []) == ["--resume_from_checkpoint", "latest"]
+    assert restart_options(run_dir, ["--overwrite_output_dir"]) == []  # the user asked to start over
 
 
 @pytest.mark.parametrize(
