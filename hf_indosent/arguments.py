@@ -197,6 +197,14 @@ class TrainingArguments:
             "class counts as much as the others) or one weight per label in id order, e.g. '1,3,1'. Default: none."
         },
     )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "Train on targets of 1 - e + e/classes for the true label and e/classes for the others "
+            "(F.cross_entropy(label_smoothing=e)): the model stops pushing easy texts to certainty, which leaves its "
+            "confidence more room to tell easy from hard. 0 (default) is plain cross-entropy, as the tutorial."
+        },
+    )
     calibrate: bool = field(
         default=True,
         metadata={
@@ -245,6 +253,10 @@ class TrainingArguments:
                 bool(weights) and all(weight > 0 for weight in weights),
                 f"class_weights={self.class_weights!r} is not 'balanced' or positive numbers like '1,3,1'",
             )
+        check(
+            isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
+            f"label_smoothing={self.label_smoothing!r} must be in [0, 1): 0 is off, 0.1 is the usual value",
+        )
         check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0 (tutorial: 3e-6)")
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
         check(0 < self.lr_gamma <= 1, f"lr_gamma={self.lr_gamma} must be in (0, 1] (tutorial: 0.5)")

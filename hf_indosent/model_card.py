@@ -41,6 +41,8 @@ RECIPE_KEYS: dict[str, tuple[str, ...]] = {
         "lr_step_size",
         "lr_gamma",
         "max_grad_norm",
+        "label_smoothing",
+        "class_weights",
         "early_stopping_patience",
         "metric_for_best_model",
         "mixed_precision",

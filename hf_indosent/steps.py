@@ -62,13 +62,15 @@ def forward_backward(
     model: torch.nn.Module,
     batch: dict[str, Any],
     class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`).
 
     Each part's loss is its share of the whole batch's mean loss, so the summed gradients equal those of the whole
     batch. With ``class_weights`` the loss is the weighted cross-entropy (as ``F.cross_entropy(weight=...)`` over the
-    whole batch: each part's weighted sum over the batch's total weight). Processes synchronise gradients only on the
-    last part. Returns the batch's mean loss and its logits in batch order (both detached).
+    whole batch: each part's weighted sum over the batch's total weight); ``label_smoothing`` is passed on to it as is.
+    Processes synchronise gradients only on the last part. Returns the batch's mean loss and its logits in batch
+    order (both detached).
     """
     parts = batch["micro_batches"]
     labels = batch["labels"].to(accelerator.device)
@@ -78,7 +80,13 @@ def forward_backward(
     for index, part in enumerate(parts):
         with nullcontext() if index == len(parts) - 1 else accelerator.no_sync(model):
             outputs = model(**{key: value for key, value in part.items() if key != "labels"})
-            part_loss = F.cross_entropy(outputs.logits.float(), part["labels"], weight=class_weights, reduction="sum")
+            part_loss = F.cross_entropy(
+                outputs.logits.float(),
+                part["labels"],
+                weight=class_weights,
+                reduction="sum",
+                label_smoothing=label_smoothing,
+            )
             part_loss = part_loss / total
             accelerator.backward(part_loss)
         loss += part_loss.detach().float()

@@ -54,7 +54,11 @@ def make_run(root: Path, classifier: Path, data_dir: Path, metrics: dict | None 
     recipe = {
         "model": dataclasses.asdict(ModelArguments(model_name_or_path="indobenchmark/indobert-base-p1")),
         "data": dataclasses.asdict(DataArguments(data_dir=str(data_dir), max_seq_len=128)),
-        "training": dataclasses.asdict(TrainingArguments(output_dir=str(run), learning_rate=3e-6, seed=7)),
+        "training": dataclasses.asdict(
+            TrainingArguments(
+                output_dir=str(run), learning_rate=3e-6, seed=7, label_smoothing=0.1, class_weights="1,3,1"
+            )
+        ),
     }
     (run / "args.json").write_text(json.dumps(recipe), encoding="utf-8")
     return run
@@ -117,6 +121,7 @@ def test_push_uploads_exactly_the_model_and_a_card(run_dir, hub_calls, tiny_clas
     assert f'pipeline("text-classification", model="{REPO_ID}", truncation=True, top_k=None)' in body
     assert "| 0 | positive |\n| 1 | neutral |\n| 2 | negative |" in body
     assert "| learning_rate | 3e-06 |" in body and "| seed | 7 |" in body and "| max_seq_len | 128 |" in body
+    assert "| label_smoothing | 0.1 |" in body and "| class_weights | 1,3,1 |" in body  # the loss is the recipe too
     assert "0.8765" in body  # the validation F1 in the results table
     assert str(run_dir) not in body and "tiny-smsa" not in body  # local paths stay local
 

@@ -82,10 +82,17 @@ def test_existing_run_is_not_overwritten(tiny_model_dir, tiny_smsa_dir, tmp_path
     assert (run_dir / "metrics.json").read_bytes() == before
 
 
-def test_invalid_value_fails_before_loading_anything(tmp_path):
-    result = run_cli("scripts/train.py", "--output_dir", str(tmp_path / "x"), "--lr_gamma", "2")
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--lr_gamma", "2", "lr_gamma=2.0 must be in (0, 1]"),
+        ("--label_smoothing", "1", "label_smoothing=1.0 must be in [0, 1)"),
+    ],
+)
+def test_invalid_value_fails_before_loading_anything(tmp_path, flag, value, said):
+    result = run_cli("scripts/train.py", "--output_dir", str(tmp_path / "x"), flag, value)
     assert result.returncode == 2
-    assert "lr_gamma=2.0 must be in (0, 1]" in result.stderr
+    assert said in result.stderr
     assert not (tmp_path / "x").exists()
 
 
@@ -342,3 +349,50 @@ def test_class_weights_balanced_and_explicit(no_dropout_model, tiny_smsa_dir, tm
     assert runs["plain", 1]["train"]["loss"] == pytest.approx(runs["balanced", 1]["train"]["loss"], rel=1e-6)
     assert runs["plain", 1]["train"]["loss"] != pytest.approx(runs["weighted", 1]["train"]["loss"], rel=1e-3)
     assert set(runs["plain", 1]["validation_per_class"]) >= {"positive", "neutral", "negative"}
+
+
+@pytest.mark.parametrize("class_weights", [None, [1.0, 3.0, 1.0]])
+def test_label_smoothing_is_the_whole_batch_smoothed_loss(tiny_model_dir, class_weights):
+    """Split into length-sorted micro-batches or not, the step's loss and gradients are those of
+    F.cross_entropy(label_smoothing=0.1) over the whole batch (weighted or not), and differ from plain cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    from hf_indosent.steps import MicroBatchCollator, forward_backward
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["makanan enak sekali", "tidak", "pelayanan buruk dan lama sekali menunggu", "biasa saja", "mantap"]
+    features = [{**tokenizer(text), "labels": label} for text, label in zip(texts, [0, 1, 2, 1, 0], strict=True)]
+    weights = None if class_weights is None else torch.tensor(class_weights)
+    accelerator = Accelerator(cpu=True)
+
+    def step(micro_batches: int, smoothing: float) -> tuple:
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3).eval()
+        batch = MicroBatchCollator(DataCollatorWithPadding(tokenizer), micro_batches)(features)
+        loss, _ = forward_backward(accelerator, model, batch, weights, smoothing)
+        return loss.item(), model.classifier.weight.grad.clone(), model
+
+    loss, grad, model = step(3, 0.1)
+    model.zero_grad()
+    whole = DataCollatorWithPadding(tokenizer)(features)
+    labels = whole.pop("labels")
+    expected = F.cross_entropy(model(**whole).logits, labels, weight=weights, label_smoothing=0.1)
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad, model.classifier.weight.grad, atol=1e-6)
+    assert step(1, 0.1)[0] == pytest.approx(loss, rel=1e-5)
+    plain, plain_grad, _ = step(3, 0.0)
+    assert plain == pytest.approx(F.cross_entropy(model(**whole).logits, labels, weight=weights).item(), rel=1e-5)
+    assert not torch.allclose(plain_grad, grad, rtol=0.05)  # the untrained model's logits are near-uniform: compare
+    # gradients, which move by 0.1 x (one-hot - 1/3) per text, not the loss
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "0.1"])
+def test_label_smoothing_out_of_range_is_refused(value):
+    from hf_indosent.arguments import ArgumentError, TrainingArguments
+
+    with pytest.raises(ArgumentError, match=f"label_smoothing={value!r} must be in \\[0, 1\\)"):
+        TrainingArguments(output_dir="x", label_smoothing=value)
