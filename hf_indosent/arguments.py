@@ -201,8 +201,8 @@ class TrainingArguments:
         default=0.0,
         metadata={
             "help": "Train on targets of 1 - e + e/classes for the true label and e/classes for the others "
-            "(F.cross_entropy(label_smoothing=e)): the model stops pushing easy texts to certainty, which leaves its "
-            "confidence more room to tell easy from hard. 0 (default) is plain cross-entropy, as the tutorial."
+            "(F.cross_entropy(label_smoothing=e)), so no text is pushed to certainty: less over-confident before "
+            "temperature scaling (README, Calibration). 0 (default) is plain cross-entropy, as the tutorial."
         },
     )
     calibrate: bool = field(
