@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.metrics import f1_score
 
-from hf_indosent.calibration import CONFIG_KEY, expected_calibration_error, fit_temperature
+from hf_indosent.calibration import CONFIG_KEY, calibration_report, expected_calibration_error, fit_temperature
 from hf_indosent.data import load_smsa
 from hf_indosent.prediction import Predictor
 
@@ -40,10 +40,11 @@ from hf_indosent.prediction import Predictor
 def validation_logits(best: Path, texts: list[str], label_names: list[str]) -> np.ndarray:
     """Logits of ``best/`` (columns in ``label_names`` order) up to a per-row constant, which softmax ignores, with a
     baked-in temperature undone."""
-    rows = Predictor(best)(texts)
+    predictor = Predictor(best)
+    rows = predictor(texts)
     probs = np.array([[row["scores"][name] for name in label_names] for row in rows], dtype=np.float64)
-    config = json.loads((best / "config.json").read_text(encoding="utf-8"))
-    return np.log(np.clip(probs, 1e-300, None)) * float(config.get(CONFIG_KEY) or 1.0)
+    temperature = getattr(predictor.pipe.model.config, CONFIG_KEY, None) or 1.0
+    return np.log(np.clip(probs, 1e-300, None)) * float(temperature)
 
 
 def cross_fitted_ece(
@@ -84,16 +85,15 @@ def lowest_ece(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 
 def check(name: str, logits: np.ndarray, labels: np.ndarray, splits: int, seed: int) -> dict[str, Any]:
+    """Every figure of one run's (or ensemble's) logits; T, NLL and ECE before/after are training's own report."""
     rng = np.random.default_rng(seed)
-    temperature = fit_temperature(logits, labels)
-    calibrated = softmax(logits / temperature, axis=1)
+    report = calibration_report(logits, labels)
+    calibrated = softmax(logits / report["temperature"], axis=1)
     best_t, best_ece = lowest_ece(logits, labels)
     return {
         "run": name,
         "macro_f1": float(f1_score(labels, logits.argmax(axis=1), average="macro")),
-        "temperature": temperature,
-        "ece_before": expected_calibration_error(softmax(logits, axis=1), labels),
-        "ece_after": expected_calibration_error(calibrated, labels),
+        **report,
         "ece_cross_fitted": cross_fitted_ece(logits, labels, splits, rng),
         "noise_floor": noise_floor(calibrated, 200, rng),
         "lowest_ece_temperature": best_t,
