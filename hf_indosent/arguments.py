@@ -205,6 +205,14 @@ class TrainingArguments:
             "temperature scaling (README, Calibration). 0 (default) is plain cross-entropy, as the tutorial."
         },
     )
+    focal_gamma: float = field(
+        default=0.0,
+        metadata={
+            "help": "Focal loss: each text's cross-entropy times (1 - p_true) ** gamma, so confidently right texts "
+            "stop pushing their scores up (README, Calibration). 0 (default) is plain cross-entropy, as the tutorial; "
+            "2 or 3 are the usual values. Not combined with --label_smoothing."
+        },
+    )
     calibrate: bool = field(
         default=True,
         metadata={
@@ -256,6 +264,15 @@ class TrainingArguments:
         check(
             isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
             f"label_smoothing={self.label_smoothing!r} must be in [0, 1): 0 is off, 0.1 is the usual value",
+        )
+        check(
+            isinstance(self.focal_gamma, (int, float)) and 0 <= self.focal_gamma <= 10,
+            f"focal_gamma={self.focal_gamma!r} must be in [0, 10]: 0 is off, 2 or 3 are the usual values",
+        )
+        check(
+            not (self.focal_gamma and self.label_smoothing),
+            f"focal_gamma={self.focal_gamma} and label_smoothing={self.label_smoothing} cannot be combined: set one "
+            "of them to 0",
         )
         check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0 (tutorial: 3e-6)")
         check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")

@@ -42,6 +42,7 @@ RECIPE_KEYS: dict[str, tuple[str, ...]] = {
         "lr_gamma",
         "max_grad_norm",
         "label_smoothing",
+        "focal_gamma",
         "class_weights",
         "early_stopping_patience",
         "metric_for_best_model",

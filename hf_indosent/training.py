@@ -105,7 +105,9 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     progress.set_description(f"(Epoch {epochs})")
     for batch in loader:
         with accelerator.accumulate(model):
-            loss, logits = forward_backward(accelerator, model, batch, run.class_weights, args.label_smoothing)
+            loss, logits = forward_backward(
+                accelerator, model, batch, run.class_weights, args.label_smoothing, args.focal_gamma
+            )
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()

@@ -122,6 +122,7 @@ def test_push_uploads_exactly_the_model_and_a_card(run_dir, hub_calls, tiny_clas
     assert "| 0 | positive |\n| 1 | neutral |\n| 2 | negative |" in body
     assert "| learning_rate | 3e-06 |" in body and "| seed | 7 |" in body and "| max_seq_len | 128 |" in body
     assert "| label_smoothing | 0.1 |" in body and "| class_weights | 1,3,1 |" in body  # the loss is the recipe too
+    assert "| focal_gamma | 0.0 |" in body
     assert "0.8765" in body  # the validation F1 in the results table
     assert str(run_dir) not in body and "tiny-smsa" not in body  # local paths stay local
 

@@ -87,6 +87,7 @@ def test_existing_run_is_not_overwritten(tiny_model_dir, tiny_smsa_dir, tmp_path
     [
         ("--lr_gamma", "2", "lr_gamma=2.0 must be in (0, 1]"),
         ("--label_smoothing", "1", "label_smoothing=1.0 must be in [0, 1)"),
+        ("--focal_gamma", "-2", "focal_gamma=-2.0 must be in [0, 10]"),
     ],
 )
 def test_invalid_value_fails_before_loading_anything(tmp_path, flag, value, said):
@@ -388,6 +389,66 @@ def test_label_smoothing_is_the_whole_batch_smoothed_loss(tiny_model_dir, class_
     assert plain == pytest.approx(F.cross_entropy(model(**whole).logits, labels, weight=weights).item(), rel=1e-5)
     assert not torch.allclose(plain_grad, grad, rtol=0.05)  # the untrained model's logits are near-uniform: compare
     # gradients, which move by 0.1 x (one-hot - 1/3) per text, not the loss
+
+
+@pytest.mark.parametrize("class_weights", [None, [1.0, 3.0, 1.0]])
+def test_focal_loss_is_the_whole_batch_focal_loss(tiny_model_dir, class_weights):
+    """With focal_gamma=3, split into length-sorted micro-batches or not, the step's loss and gradients are the whole
+    batch's mean of w_y (1 - p_y)^3 (-log p_y) (weighted: over the batch's total weight), written out here from
+    softmax; gamma 0 is plain cross-entropy again."""
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    from hf_indosent.steps import MicroBatchCollator, forward_backward
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = ["makanan enak sekali", "tidak", "pelayanan buruk dan lama sekali menunggu", "biasa saja", "mantap"]
+    label_ids = [0, 1, 2, 1, 0]
+    features = [{**tokenizer(text), "labels": label} for text, label in zip(texts, label_ids, strict=True)]
+    weights = None if class_weights is None else torch.tensor(class_weights)
+    accelerator = Accelerator(cpu=True)
+
+    def step(micro_batches: int, gamma: float) -> tuple:
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3).eval()
+        with torch.no_grad():  # confident, unequal scores, so (1 - p)^gamma differs from text to text
+            model.classifier.weight.mul_(40)
+        batch = MicroBatchCollator(DataCollatorWithPadding(tokenizer), micro_batches)(features)
+        loss, _ = forward_backward(accelerator, model, batch, weights, 0.0, gamma)
+        return loss.item(), model.classifier.weight.grad.clone(), model
+
+    loss, grad, model = step(3, 3.0)
+    model.zero_grad()
+    whole = DataCollatorWithPadding(tokenizer)(features)
+    labels = whole.pop("labels")
+    p_true = torch.softmax(model(**whole).logits, dim=-1)[torch.arange(len(labels)), labels]
+    w = torch.ones(len(labels)) if weights is None else weights[labels]
+    expected = (w * (1 - p_true) ** 3 * -torch.log(p_true)).sum() / w.sum()
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(grad, model.classifier.weight.grad, atol=1e-6)
+    assert step(1, 3.0)[0] == pytest.approx(loss, rel=1e-5)
+    plain = step(3, 0.0)[0]
+    assert plain == pytest.approx(F.cross_entropy(model(**whole).logits, labels, weight=weights).item(), rel=1e-5)
+    assert loss < 0.9 * plain  # confidently right texts count for less
+
+
+@pytest.mark.parametrize("value", [-1, 11, "2"])
+def test_focal_gamma_out_of_range_is_refused(value):
+    from hf_indosent.arguments import ArgumentError, TrainingArguments
+
+    with pytest.raises(ArgumentError, match=f"focal_gamma={value!r} must be in \\[0, 10\\]"):
+        TrainingArguments(output_dir="x", focal_gamma=value)
+
+
+def test_focal_loss_and_label_smoothing_together_are_refused():
+    from hf_indosent.arguments import ArgumentError, TrainingArguments
+
+    with pytest.raises(ArgumentError, match="cannot be combined: set one of them to 0"):
+        TrainingArguments(output_dir="x", focal_gamma=2, label_smoothing=0.1)
+    TrainingArguments(output_dir="x", focal_gamma=2)
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "0.1"])
