@@ -1,5 +1,5 @@
 """CPU inference backends side by side: plain ``pipeline()``, and the Predictor on every backend (torch, torch-bf16,
-torch-int8, onnx, onnx-int8).
+torch-int8, onnx, onnx-int8 alone and with its fp32 fallback for close calls).
 
     python benchmarks/inference_backends.py --model outputs/smsa-minilm-offline/best --output outputs/backends.json
 
@@ -30,6 +30,7 @@ import torch
 from sklearn.metrics import f1_score
 from transformers import pipeline
 
+from hf_indosent.command_arguments import INT8_FALLBACK_MARGIN
 from hf_indosent.data import LABEL_NAMES, load_smsa
 from hf_indosent.devices import cpu_info
 from hf_indosent.export import export
@@ -52,7 +53,9 @@ def random_head_model(folder: Path, seed: int) -> Path:
     return folder
 
 
-def paths(model_dir: Path, onnx_dir: Path, batch_size: int) -> dict[str, Callable[[list[str]], list[dict[str, Any]]]]:
+def paths(
+    model_dir: Path, onnx_dir: Path, batch_size: int, margin: float
+) -> dict[str, Callable[[list[str]], list[dict[str, Any]]]]:
     """Each way to classify, as ``texts -> [{"label", "scores"}]``; plain pipeline() returns the top label only."""
     pipe = pipeline("text-classification", model=str(model_dir), device="cpu", truncation=True)
     runs: dict[str, Callable[[list[str]], list[dict[str, Any]]]] = {
@@ -65,10 +68,20 @@ def paths(model_dir: Path, onnx_dir: Path, batch_size: int) -> dict[str, Callabl
         ("torch-bf16", model_dir),
         ("torch-int8", model_dir),
         ("onnx", onnx_dir),
-        ("onnx-int8", onnx_dir),
     ):
         runs[f"Predictor {backend}"] = Predictor(folder, backend=backend, device="cpu")
+    runs["Predictor onnx-int8 alone"] = Predictor(onnx_dir, backend="onnx-int8", device="cpu", int8_fallback_margin=0)
+    fallback = f"Predictor onnx-int8, fp32 below {margin}"
+    runs[fallback] = Predictor(onnx_dir, backend="onnx-int8", device="cpu", int8_fallback_margin=margin)
     return runs
+
+
+def recomputed_share(run: Callable) -> float | None:
+    """The share of texts an int8 Predictor ran again in fp32 (its close calls); None for every other path."""
+    model = getattr(getattr(run, "pipe", None), "model", None)
+    if getattr(model, "fallback", None) is None:
+        return None
+    return model.rechecked / model.seen
 
 
 def measure(runs: dict[str, Callable], texts: list[str], repeats: int) -> tuple[dict[str, list[float]], dict]:
@@ -122,16 +135,18 @@ def machine() -> dict[str, Any]:
 
 def table(rows: list[dict], reference: dict) -> str:
     lines = [
-        "| path | texts/s (best) | spread | vs plain pipeline() | labels as torch fp32 | macro-F1 Δ | max score Δ |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| path | texts/s (best) | spread | vs plain pipeline() | labels as torch fp32 | macro-F1 Δ | max score Δ "
+        "| recomputed in fp32 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     plain = rows[0]["texts_per_s_best"]
     for row in rows:
         score = "" if row["max_abs_score_difference"] is None else f"{row['max_abs_score_difference']:.1e}"
+        recomputed = "" if row.get("recomputed_in_fp32") is None else f"{100 * row['recomputed_in_fp32']:.1f}%"
         lines.append(
             f"| {row['path']} | {row['texts_per_s_best']:.1f} | {row['spread_pct']:.0f}% | "
             f"{row['texts_per_s_best'] / plain:.2f}x | {100 * row['label_agreement']:.1f}% | "
-            f"{row['macro_f1'] - reference['macro_f1']:+.3f} | {score} |"
+            f"{row['macro_f1'] - reference['macro_f1']:+.4f} | {score} | {recomputed} |"
         )
     return "\n".join(lines)
 
@@ -145,6 +160,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs per path, taking turns.")
     parser.add_argument("--batch_size", type=int, default=32, help="Batch size of the plain pipeline() call.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random classification head.")
+    parser.add_argument(
+        "--int8_fallback_margin",
+        type=float,
+        default=INT8_FALLBACK_MARGIN,
+        help="The fallback row's margin: texts whose top two int8 probabilities are closer run again in fp32.",
+    )
     parser.add_argument("--model", help="A fine-tuned model folder (e.g. a run's best/); default: a random head.")
     args = parser.parse_args()
 
@@ -157,9 +178,12 @@ def main() -> None:
     gold = [names[label] for label in validation["label"]]
     before = machine()
     texts = list(validation["text"])
-    seconds, results = measure(paths(model_dir, work / "onnx", args.batch_size), texts, args.repeats)
+    runs = paths(model_dir, work / "onnx", args.batch_size, args.int8_fallback_margin)
+    seconds, results = measure(runs, texts, args.repeats)
     reference = results[REFERENCE]
     rows = [summarise(name, seconds[name], results[name], reference, gold) for name in seconds]
+    for row in rows:  # over every pass, the warm-up included: the same texts each time
+        row["recomputed_in_fp32"] = recomputed_share(runs[row["path"]])
     report = {
         "model": str(model_dir)
         if args.model

@@ -96,12 +96,27 @@ class OnnxTextClassificationPipeline(TextClassificationPipeline):
 
 class OnnxSequenceClassifier(PreTrainedModel):
     """An exported classifier behind the model interface the pipeline calls: ``forward`` runs an ONNX Runtime session
-    on the CPU and returns the logits as a torch tensor, so the pipeline's postprocessing applies unchanged."""
+    on the CPU and returns the logits as a torch tensor, so the pipeline's postprocessing applies unchanged.
 
-    def __init__(self, config: transformers.PretrainedConfig, session: Any) -> None:
+    With a ``fallback`` session (the fp32 export behind an int8 one), the texts of a batch whose top two probabilities
+    are closer than ``fallback_margin`` are run again by it and take its logits: int8 changes labels almost only on
+    such close calls, and they are few. ``rechecked`` and ``seen`` count those texts and all texts.
+    """
+
+    def __init__(
+        self,
+        config: transformers.PretrainedConfig,
+        session: Any,
+        fallback: Any = None,
+        fallback_margin: float = 0.0,
+    ) -> None:
         super().__init__(config)
         self.session = session
+        self.fallback = fallback
+        self.fallback_margin = fallback_margin
         self.input_names = [item.name for item in session.get_inputs()]
+        self.rechecked = 0
+        self.seen = 0
 
     @property
     def device(self) -> torch.device:
@@ -113,8 +128,18 @@ class OnnxSequenceClassifier(PreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, **inputs: torch.Tensor) -> SequenceClassifierOutput:
         inputs["input_ids"] = input_ids
-        (logits,) = self.session.run(["logits"], {name: inputs[name].numpy() for name in self.input_names})
-        return SequenceClassifierOutput(logits=torch.from_numpy(logits))
+        feed = {name: inputs[name].numpy() for name in self.input_names}
+        (logits,) = self.session.run(["logits"], feed)
+        logits = torch.from_numpy(logits)
+        self.seen += len(logits)
+        if self.fallback is not None and logits.shape[-1] > 1:
+            top = logits.float().softmax(dim=-1).topk(2, dim=-1).values
+            close = ((top[:, 0] - top[:, 1]) < self.fallback_margin).nonzero().squeeze(1).numpy()
+            if len(close):
+                (exact,) = self.fallback.run(["logits"], {name: value[close] for name, value in feed.items()})
+                logits[close] = torch.from_numpy(exact)
+                self.rechecked += len(close)
+        return SequenceClassifierOutput(logits=logits)
 
 
 def onnx_session(path: str | Path, purpose: str) -> Any:
@@ -142,17 +167,31 @@ def auto_backend(model_path: str, device_type: str) -> str:
     return next((name for name in ("onnx-int8", "onnx") if (folder / ONNX_BACKEND_FILES[name]).is_file()), "torch")
 
 
-def pipeline_model(model_path: str, backend: str) -> dict[str, Any]:
-    """What ``transformers.pipeline`` gets for ``backend``: the folder to load, or the ONNX classifier and its class."""
+def pipeline_model(model_path: str, backend: str, int8_fallback_margin: float = 0.0) -> dict[str, Any]:
+    """What ``transformers.pipeline`` gets for ``backend``: the folder to load, or the ONNX classifier and its class.
+
+    ``onnx-int8`` with ``int8_fallback_margin`` > 0 also loads the folder's fp32 ``model.onnx`` for its close calls
+    (see :class:`OnnxSequenceClassifier`).
+    """
     if backend not in ONNX_BACKEND_FILES:
         return {"model": model_path}
-    if not Path(model_path).is_dir():
+    folder = Path(model_path)
+    if not folder.is_dir():
         raise ValueError(
             f"--backend {backend} runs a local folder written by `hf-indosent export`, and {model_path!r} is a Hub id: "
             "export it first, or use --backend torch"
         )
-    session = onnx_session(Path(model_path) / ONNX_BACKEND_FILES[backend], f"--backend {backend}")
-    classifier = OnnxSequenceClassifier(AutoConfig.from_pretrained(model_path), session)
+    purpose = f"--backend {backend}"
+    session = onnx_session(folder / ONNX_BACKEND_FILES[backend], purpose)
+    fallback = None
+    if backend == "onnx-int8" and int8_fallback_margin > 0:
+        if not (folder / ONNX_FILE).is_file():
+            raise ValueError(
+                f"{model_path!r} has {ONNX_INT8_FILE} but no {ONNX_FILE} to recompute close calls in fp32: pass "
+                f"--int8_fallback_margin 0 to run int8 alone, or export the model again"
+            )
+        fallback = onnx_session(folder / ONNX_FILE, purpose)
+    classifier = OnnxSequenceClassifier(AutoConfig.from_pretrained(model_path), session, fallback, int8_fallback_margin)
     return {"model": classifier, "tokenizer": model_path, "pipeline_class": OnnxTextClassificationPipeline}
 
 

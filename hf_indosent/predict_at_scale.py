@@ -167,6 +167,7 @@ def output_arguments(inference: InferenceArguments, args: PredictArguments, devi
         "--chunk_size": inference.chunk_size,
         "--max_length": inference.max_length,
         "--backend": inference.backend,
+        "--int8_fallback_margin": inference.int8_fallback_margin,
         "device": device_type,
     }
 

@@ -34,10 +34,12 @@ from transformers import pipeline
 from hf_indosent.command_arguments import (
     CPU_BATCH_TOKENS,
     GPU_BATCH_TOKENS,
+    INT8_FALLBACK_MARGIN,
     InferenceArguments,
     PredictArguments,
     check_backend,
     check_batching,
+    check_fallback_margin,
 )
 from hf_indosent.data import LABEL_NAMES, load_smsa
 from hf_indosent.export import auto_backend, backend_files, pipeline_model, quantize_linear_layers
@@ -152,17 +154,20 @@ class Predictor(ChunkedPredictor):
         chunk_size: int = 2048,
         revision: str | None = None,
         backend: str = "auto",
+        int8_fallback_margin: float = INT8_FALLBACK_MARGIN,
     ) -> None:
         check_batching(batch_size, max_batch_tokens, chunk_size)
+        check_fallback_margin(int8_fallback_margin)
         self.model_path, self.backend = resolve_backend(model, backend, device)
         self.revision = revision
         self.label_names = label_names_of(self.model_path, revision)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
+        self.int8_fallback_margin = int8_fallback_margin if self.backend == "onnx-int8" else 0.0
         resolved = backend_device(self.backend, device)
         self.pipe = pipeline(
             "text-classification",
-            **pipeline_model(self.model_path, self.backend),
+            **pipeline_model(self.model_path, self.backend, self.int8_fallback_margin),
             revision=revision,
             device=resolved,
             truncation=True,
@@ -187,6 +192,7 @@ class Predictor(ChunkedPredictor):
             chunk_size=args.chunk_size,
             revision=args.revision,
             backend=args.backend,
+            int8_fallback_margin=args.int8_fallback_margin,
         )
 
     def _max_length(self, requested: int | None) -> int:
@@ -335,7 +341,7 @@ def predict_dataset(
 
     identity = [dataset._fingerprint, model_identity(predictor.model_path, predictor.revision)]
     identity += [str(predictor.device), predictor.backend, predictor.max_length, predictor.batch_size]
-    identity += [predictor.max_batch_tokens, predictor.chunk_size]
+    identity += [predictor.max_batch_tokens, predictor.chunk_size, predictor.int8_fallback_margin]
     return dataset.map(
         label,
         batched=True,

@@ -79,7 +79,8 @@ def test_onnx_fp32_matches_torch(exported, texts, torch_results):
 @pytest.mark.parametrize("backend", ["onnx-int8", "torch-int8", "torch-bf16"])
 def test_low_precision_backends_keep_the_labels(backend, exported, tiny_classifier_dir, texts, torch_results):
     model = exported if backend.startswith("onnx") else tiny_classifier_dir
-    results = Predictor(model, backend=backend, batch_size=16, chunk_size=50)(texts)
+    # int8 alone: the fp32 fallback for close calls (tested below) would recompute every text of this tiny model
+    results = Predictor(model, backend=backend, batch_size=16, chunk_size=50, int8_fallback_margin=0)(texts)
     # Exact on this model: int8 moves its scores by ~3e-4 (measured), and no text here has its top two scores closer
     # than 0.025. A real model has such texts, and int8 may flip a few of them (see docs: agreement on SmSA).
     assert labels(results) == labels(torch_results)
@@ -89,6 +90,60 @@ def test_low_precision_backends_keep_the_labels(backend, exported, tiny_classifi
     assert any(
         result["scores"] != reference["scores"] for result, reference in zip(results, torch_results, strict=True)
     )
+
+
+def top_two_margin(result: dict) -> float:
+    first, second = sorted(result["scores"].values(), reverse=True)[:2]
+    return first - second
+
+
+def test_int8_recomputes_its_close_calls_in_fp32(exported, texts):
+    """onnx-int8 with a fallback margin: a text whose top two int8 probabilities are closer than the margin gets
+    model.onnx's (fp32) scores, every other text keeps its int8 scores; rows and order are unchanged."""
+    settings = {"batch_size": 16, "chunk_size": 50}
+    fp32 = Predictor(exported, backend="onnx", **settings)(texts)
+    int8 = Predictor(exported, backend="onnx-int8", int8_fallback_margin=0, **settings)(texts)
+    margins = [top_two_margin(result) for result in int8]
+    margin = sorted(margins)[len(margins) // 2]  # half the texts are close calls
+    close = [value < margin for value in margins]
+    assert 0 < sum(close) < len(texts)
+    apart = [
+        max(abs(a - b) for a, b in zip(x["scores"].values(), y["scores"].values(), strict=True))
+        for x, y in zip(int8, fp32, strict=True)
+    ]
+    assert min(apart) > 1e-6  # int8 alone moves every score here: the checks below can tell the two apart
+
+    predictor = Predictor(exported, backend="onnx-int8", int8_fallback_margin=margin, **settings)
+    results = predictor(texts)
+    for result, is_close, exact, quantized in zip(results, close, fp32, int8, strict=True):
+        expected = exact if is_close else quantized
+        assert result["label"] == expected["label"]
+        assert result["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+    assert (predictor.pipe.model.rechecked, predictor.pipe.model.seen) == (sum(close), len(texts))
+    assert Predictor(exported, backend="onnx-int8", **settings).int8_fallback_margin == 0.3  # on by default
+
+
+def test_int8_fallback_needs_the_fp32_export(exported, tmp_path, texts):
+    int8_only = shutil.copytree(exported, tmp_path / "int8-only")
+    (int8_only / "model.onnx").unlink()
+    message = r"no model\.onnx to recompute close calls in fp32: pass --int8_fallback_margin 0"
+    with pytest.raises(ValueError, match=message):
+        Predictor(int8_only, backend="onnx-int8")
+    assert len(Predictor(int8_only, backend="onnx-int8", int8_fallback_margin=0)(texts[:3])) == 3
+
+
+@pytest.mark.parametrize("margin", [-0.1, 1, 2.5])
+def test_int8_fallback_margin_out_of_range_is_refused(exported, margin, capsys):
+    message = rf"int8_fallback_margin={margin!r} must be in \[0, 1\)"
+    with pytest.raises(ValueError, match=message):
+        InferenceArguments(model=str(exported), int8_fallback_margin=margin)
+    with pytest.raises(ValueError, match=message):
+        Predictor(exported, int8_fallback_margin=margin)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["predict", "--model", str(exported), "--int8_fallback_margin", str(margin), "--texts", "a"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "must be in [0, 1)" in err
 
 
 def test_auto_picks_the_fastest_backend_the_folder_holds(exported, tiny_classifier_dir, tmp_path):

@@ -193,6 +193,7 @@ def test_a_different_run_is_refused_until_overwrite(tiny_classifier_dir, tmp_pat
 
     assert "arguments --piece_size 20 -> 10" in refused("--piece_size", "10")
     assert "arguments --chunk_size 16 -> 8" in refused("--chunk_size", "8")
+    assert "arguments --int8_fallback_margin 0.3 -> 0.1" in refused("--int8_fallback_margin", "0.1")
     assert "model path" in refused("--model", str(other_model))
     with open(source, "ab") as handle:
         handle.write(b"satu baris lagi\n")
