@@ -120,6 +120,9 @@ def test_int8_recomputes_its_close_calls_in_fp32(exported, texts):
         assert result["label"] == expected["label"]
         assert result["scores"] == pytest.approx(expected["scores"], abs=1e-6)
     assert (predictor.pipe.model.rechecked, predictor.pipe.model.seen) == (sum(close), len(texts))
+    # the two sessions take turns: their threads must sleep, not spin-wait against each other, after each run
+    for session in (predictor.pipe.model.session, predictor.pipe.model.fallback):
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert Predictor(exported, backend="onnx-int8", **settings).int8_fallback_margin == 0.3  # on by default
 
 
