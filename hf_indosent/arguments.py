@@ -209,8 +209,9 @@ class TrainingArguments:
         default=0.0,
         metadata={
             "help": "Focal loss: each text's cross-entropy times (1 - p_true) ** gamma, so confidently right texts "
-            "stop pushing their scores up (README, Calibration). 0 (default) is plain cross-entropy, as the tutorial; "
-            "2 or 3 are the usual values. Not combined with --label_smoothing."
+            "stop pushing their scores up. 0 (default) is plain cross-entropy, as the tutorial; 1 is what the best "
+            "offline recipe uses (measured: as accurate, ECE <= 0.03 on 3 seeds; 3 calibrated but lost F1; README, "
+            "Calibration). Not combined with --label_smoothing."
         },
     )
     calibrate: bool = field(
@@ -267,7 +268,7 @@ class TrainingArguments:
         )
         check(
             isinstance(self.focal_gamma, (int, float)) and 0 <= self.focal_gamma <= 10,
-            f"focal_gamma={self.focal_gamma!r} must be in [0, 10]: 0 is off, 2 or 3 are the usual values",
+            f"focal_gamma={self.focal_gamma!r} must be in [0, 10]: 0 is off (cross-entropy), the best offline recipe uses 1",
         )
         check(
             not (self.focal_gamma and self.label_smoothing),

@@ -47,7 +47,7 @@ def test_continued_adaptation_starts_from_the_first_stage_with_its_settings():
     assert {key for key in adapt if adapt[key] != more.get(key)} == {"model_name_or_path", "output_dir", "seed"}
 
 
-def test_vocabulary_recipes_change_only_the_vocabulary():
+def test_vocabulary_recipes_change_only_the_vocabulary_and_the_loss():
     adapt = yaml.safe_load((CONFIGS / "smsa-minilm-adapt.yaml").read_text())
     vocab = yaml.safe_load((CONFIGS / "smsa-minilm-adapt-vocab.yaml").read_text())
     tapt = yaml.safe_load((CONFIGS / "smsa-minilm-tapt.yaml").read_text())
@@ -56,6 +56,8 @@ def test_vocabulary_recipes_change_only_the_vocabulary():
     assert vocab["extend_vocab"] > 0
     assert vocab_tapt["model_name_or_path"] == vocab["output_dir"]
     assert {key for key in tapt if tapt[key] != vocab_tapt.get(key)} == {"model_name_or_path", "output_dir"}
+    # and the loss: focal loss with gamma 1, measured as accurate as cross-entropy and better calibrated
+    assert set(vocab_tapt) - set(tapt) == {"focal_gamma"} and vocab_tapt["focal_gamma"] == 1
 
 
 def test_indobert_recipe_is_the_tutorials():
