@@ -268,7 +268,8 @@ class TrainingArguments:
         )
         check(
             isinstance(self.focal_gamma, (int, float)) and 0 <= self.focal_gamma <= 10,
-            f"focal_gamma={self.focal_gamma!r} must be in [0, 10]: 0 is off (cross-entropy), the best offline recipe uses 1",
+            f"focal_gamma={self.focal_gamma!r} must be in [0, 10]: 0 is off (cross-entropy), the best offline "
+            "recipe uses 1",
         )
         check(
             not (self.focal_gamma and self.label_smoothing),
