@@ -106,7 +106,7 @@ def run_piecewise(inference: InferenceArguments, args: PredictArguments) -> dict
             f"--model {inference.model!r} is a TF-IDF baseline: piece-wise predict (resumable, Parquet, several "
             "processes) runs transformer models; predict it in one go (drop --resumable, write .csv or .jsonl)"
         )
-    model_path, _ = resolve_backend(inference.model, inference.backend, inference.device)
+    model_path, backend = resolve_backend(inference.model, inference.backend, str(device))
     source = open_input(args.file, args.text_column, dataset=args.dataset, split=args.split)
     output = Path(args.output)
     columns = result_columns(
@@ -119,7 +119,7 @@ def run_piecewise(inference: InferenceArguments, args: PredictArguments) -> dict
         "version": MANIFEST_VERSION,
         "input": source.fingerprint(),
         "model": model_identity(model_path, inference.revision),
-        "arguments": output_arguments(inference, args, device.type),
+        "arguments": output_arguments(inference, args, device.type, backend),
         "processes": state.num_processes,
     }
     prepare_work_folder(layout, manifest, args.overwrite, state.is_main_process)
@@ -153,8 +153,11 @@ def process_device(state: PartialState, inference: InferenceArguments) -> torch.
     return resolve_device(inference.device)
 
 
-def output_arguments(inference: InferenceArguments, args: PredictArguments, device_type: str) -> dict[str, Any]:
-    """The options that change the output's bytes (batching changes scores in their last digits)."""
+def output_arguments(
+    inference: InferenceArguments, args: PredictArguments, device_type: str, backend: str
+) -> dict[str, Any]:
+    """The options that change the output's bytes (batching changes scores in their last digits); ``backend`` is the
+    resolved one: the int8 fallback margin only counts where ``onnx-int8`` runs."""
     return {
         "--text_column": args.text_column,
         "--split": args.split,
@@ -167,7 +170,7 @@ def output_arguments(inference: InferenceArguments, args: PredictArguments, devi
         "--chunk_size": inference.chunk_size,
         "--max_length": inference.max_length,
         "--backend": inference.backend,
-        "--int8_fallback_margin": inference.int8_fallback_margin,
+        "--int8_fallback_margin": inference.int8_fallback_margin if backend == "onnx-int8" else None,
         "device": device_type,
     }
 

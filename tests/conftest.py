@@ -269,3 +269,21 @@ def run_cli(*command: str, launcher: list[str] | None = None, env: dict | None =
         text=True,
         timeout=300,
     )
+
+
+class Stop(KeyboardInterrupt):
+    """Ctrl-C at a chosen moment."""
+
+
+def interrupt_after_pieces(monkeypatch, count: int) -> None:
+    from hf_indosent import predict_at_scale
+
+    original, calls = predict_at_scale.commit_piece, []
+
+    def commit(*args, **kwargs):
+        original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == count:
+            raise Stop
+
+    monkeypatch.setattr(predict_at_scale, "commit_piece", commit)

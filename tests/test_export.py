@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_rows
+from conftest import interrupt_after_pieces, make_rows
 
 from hf_indosent import cli
 from hf_indosent.command_arguments import ExportArguments, InferenceArguments
@@ -256,3 +256,20 @@ def test_piecewise_predict_runs_an_export_folder(exported, texts, torch_results,
     rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
     assert [row["label"] for row in rows] == labels(torch_results)
     assert not (tmp_path / "out.jsonl.parts").exists()  # merged and cleaned up
+
+
+def test_piecewise_int8_refuses_a_resume_with_another_fallback_margin(exported, texts, tmp_path, monkeypatch, capsys):
+    source = tmp_path / "texts.txt"
+    source.write_text("".join(f"{text}\n" for text in texts), encoding="utf-8")
+    output = tmp_path / "out.jsonl"
+    argv = ["predict", "--model", str(exported), "--file", str(source), "--output", str(output)]
+    argv += ["--resumable", "--piece_size", "40"]  # auto: the export's onnx-int8
+    with monkeypatch.context() as patch:
+        interrupt_after_pieces(patch, 1)
+        assert cli.main(argv) == 130
+    capsys.readouterr()
+    assert cli.main([*argv, "--int8_fallback_margin", "0.1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "arguments --int8_fallback_margin 0.3 -> 0.1" in err
+    assert cli.main(argv) == 0
+    assert len(output.read_text(encoding="utf-8").splitlines()) == len(texts)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_rows
+from conftest import interrupt_after_pieces, make_rows
 
 from hf_indosent import cli, predict, predict_dataset, textio
 from hf_indosent.predict_at_scale import WORK_SUFFIX
@@ -140,24 +140,6 @@ def test_sigkill_then_rerun_gives_the_bytes_of_an_uninterrupted_run(tiny_classif
     assert "90 rows were committed by an earlier run (resumed)" in err
 
 
-class Stop(KeyboardInterrupt):
-    """Ctrl-C at a chosen moment."""
-
-
-def interrupt_after_pieces(monkeypatch, count: int) -> None:
-    from hf_indosent import predict_at_scale
-
-    original, calls = predict_at_scale.commit_piece, []
-
-    def commit(*args, **kwargs):
-        original(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == count:
-            raise Stop
-
-    monkeypatch.setattr(predict_at_scale, "commit_piece", commit)
-
-
 def test_interrupted_parquet_run_resumes_to_the_same_bytes(tiny_classifier_dir, tmp_path, monkeypatch):
     source = write_lines(tmp_path / "reviews.txt", [text.encode() for text in sample_texts(120, seed=23)])
     whole, resumed = tmp_path / "whole.parquet", tmp_path / "resumed.parquet"
@@ -193,7 +175,6 @@ def test_a_different_run_is_refused_until_overwrite(tiny_classifier_dir, tmp_pat
 
     assert "arguments --piece_size 20 -> 10" in refused("--piece_size", "10")
     assert "arguments --chunk_size 16 -> 8" in refused("--chunk_size", "8")
-    assert "arguments --int8_fallback_margin 0.3 -> 0.1" in refused("--int8_fallback_margin", "0.1")
     assert "model path" in refused("--model", str(other_model))
     with open(source, "ab") as handle:
         handle.write(b"satu baris lagi\n")
@@ -206,6 +187,21 @@ def test_a_different_run_is_refused_until_overwrite(tiny_classifier_dir, tmp_pat
     scores = ["score_positive", "score_neutral", "score_negative"]
     assert list(records[0]) == ["index", "text", "label", "score", *scores, "error"]
     assert not output.with_name(output.name + WORK_SUFFIX).exists()
+
+
+def test_an_option_the_backend_ignores_does_not_block_the_resume(tiny_classifier_dir, tmp_path, monkeypatch):
+    """The int8 fallback margin only changes onnx-int8's output: a torch run resumes with another one (the export
+    side, where it is refused, is in test_export.py)."""
+    source = write_lines(tmp_path / "reviews.txt", [text.encode() for text in sample_texts(70, seed=26)])
+    whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    argv = ["--resumable", "--piece_size", "20", "--backend", "torch"]
+    assert cli.main(["predict", *predict_argv(tiny_classifier_dir, source, whole, *argv)]) == 0
+    with monkeypatch.context() as patch:
+        interrupt_after_pieces(patch, 2)
+        assert cli.main(["predict", *predict_argv(tiny_classifier_dir, source, resumed, *argv)]) == 130
+    margin = ["--int8_fallback_margin", "0.1"]
+    assert cli.main(["predict", *predict_argv(tiny_classifier_dir, source, resumed, *argv, *margin)]) == 0
+    assert resumed.read_bytes() == whole.read_bytes()
 
 
 # --------------------------------------------------------------------------------------------------------------
