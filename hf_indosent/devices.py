@@ -67,11 +67,17 @@ Flags alone do not decide it: on an AMD EPYC (Zen 4, ``avx512_bf16``) bf16 matmu
 on an Intel Xeon with the same flag but no AMX 0.54x and 0.7x (README "Device-aware defaults")."""
 
 
+BF16_HOPELESS = 0.25
+"""A first bf16 sample this far below fp32 ends the probe: emulated bf16 (AVX2-only CPUs, e.g. AMD Zen 3, read
+0.008x) cannot come near ``BF16_MIN_SPEEDUP``, and each of its samples costs seconds instead of milliseconds."""
+
+
 def bf16_matmul_speedup(threads: int | None = None, repeats: int = 5) -> float:
     """fp32 time over bf16 time of a BERT feed-forward-sized matmul on this CPU (best of ``repeats``, interleaved).
 
-    About 0.1-0.3 s. Interleaving the two and keeping each one's best makes a busy machine slow both alike, so the
-    ratio holds even when absolute speeds do not."""
+    About 0.1-0.3 s where bf16 is native (about 2 s where it is emulated: one sample each, see ``BF16_HOPELESS``).
+    Interleaving the two and keeping each one's best makes a busy machine slow both alike, so the ratio holds even
+    when absolute speeds do not."""
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -82,11 +88,18 @@ def bf16_matmul_speedup(threads: int | None = None, repeats: int = 5) -> float:
         best = dict.fromkeys(pairs, float("inf"))
         for _ in range(repeats):
             for dtype, (a, b) in pairs.items():
-                a @ b  # warm: the first call of a kernel pays its setup
-                start = time.perf_counter()
-                for _ in range(4):
-                    a @ b
-                best[dtype] = min(best[dtype], time.perf_counter() - start)
+                best[dtype] = min(best[dtype], matmul_seconds(a, b))
+            if best[torch.float32] < BF16_HOPELESS * best[torch.bfloat16]:
+                break
         return best[torch.float32] / best[torch.bfloat16]
     finally:
         torch.set_num_threads(previous)
+
+
+def matmul_seconds(a: torch.Tensor, b: torch.Tensor, calls: int = 4) -> float:
+    """Seconds for ``calls`` products ``a @ b`` after one untimed call (the first call of a kernel pays its setup)."""
+    a @ b
+    start = time.perf_counter()
+    for _ in range(calls):
+        a @ b
+    return time.perf_counter() - start
