@@ -149,6 +149,30 @@ def test_run_folder_means_its_best_model(tiny_classifier_dir, tmp_path):
     assert Predictor(tmp_path / "run").model_path == str(tmp_path / "run" / "best")
 
 
+@pytest.mark.parametrize(("speedup", "warned"), [(0.008, True), (4.5, False)])
+def test_torch_bf16_on_a_cpu_with_emulated_bf16_warns_once_and_still_runs(
+    tiny_classifier_dir, monkeypatch, caplog, speedup, warned
+):
+    from hf_indosent import prediction
+
+    monkeypatch.setattr(prediction, "bf16_matmul_speedup", lambda: speedup)
+    with caplog.at_level("WARNING", logger="hf_indosent.prediction"):
+        results = Predictor(tiny_classifier_dir, backend="torch-bf16", device="cpu")(["enak sekali", "buruk"])
+    assert [result["label"] in LABEL_NAMES for result in results] == [True, True]
+    messages = [record.getMessage() for record in caplog.records if record.name == "hf_indosent.prediction"]
+    if warned:
+        assert len(messages) == 1 and "0.008x" in messages[0] and "use torch, or onnx" in messages[0]
+    else:
+        assert messages == []
+
+
+def test_only_torch_bf16_on_a_cpu_measures_bf16(tiny_classifier_dir, monkeypatch):
+    from hf_indosent import prediction
+
+    monkeypatch.setattr(prediction, "bf16_matmul_speedup", lambda: pytest.fail("measured for an fp32 backend"))
+    assert Predictor(tiny_classifier_dir, backend="torch", device="cpu")("enak")[0]["error"] is None
+
+
 def test_device_selection():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
