@@ -85,7 +85,8 @@ def test_low_precision_backends_keep_the_labels(backend, exported, tiny_classifi
     # than 0.025. A real model has such texts, and int8 may flip a few of them (see docs: agreement on SmSA).
     assert labels(results) == labels(torch_results)
     for result, reference in zip(results, torch_results, strict=True):
-        assert result["scores"] == pytest.approx(reference["scores"], abs=0.01)
+        # 0.05: on an AVX2-only CPU (AMD Zen 3, no VNNI) ONNX Runtime's u8s8 int8 moved a score by 0.032
+        assert result["scores"] == pytest.approx(reference["scores"], abs=0.05)
     # and the backend really computes in its own precision: not one score bit for bit the fp32 one
     assert any(
         result["scores"] != reference["scores"] for result, reference in zip(results, torch_results, strict=True)
