@@ -400,12 +400,8 @@ def parse_args(types_: Sequence[type[T]], argv: Sequence[str] | None = None, pro
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(types_, prog=prog)
     parser.add_argument("--config", default=None, help="YAML recipe; command-line options override its values.")
-    config_path = None
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            parser.error("--config needs a path to a YAML recipe")
-        config_path = argv[index + 1]
+    # the same parser reads --config first, so `--config=r.yaml` and abbreviations load the recipe as `--config r.yaml`
+    config_path = parser.parse_known_args(argv)[0].config
     try:
         if config_path is not None:
             parser.set_defaults(**_typed_recipe(config_path, types_))

@@ -36,8 +36,10 @@ _NAME = re.compile(r"^checkpoint-e(\d+)-s(\d+)$")
 class StopRequests:
     """SIGINT (Ctrl-C) and SIGTERM while training: save a checkpoint at the next optimizer step, then stop.
 
-    The first signal only sets :attr:`signum`; the loop checks it after each step. A second signal stops at once
-    (:class:`hf_indosent.cli.Interrupted`), losing only the steps since the last checkpoint.
+    The first signal only sets :attr:`signum`; the loop checks it after each step. The same signal again stops at once
+    (:class:`hf_indosent.cli.Interrupted`), losing only the steps since the last checkpoint. The other signal does
+    not: ``accelerate launch`` (1.16 on) answers a terminal's Ctrl-C, which reached this process too, by sending it
+    SIGTERM (and SIGKILL 5 s later), which is the same request, not a second one.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -49,12 +51,15 @@ class StopRequests:
     def _handle(self, signum: int, frame: Any) -> None:
         from hf_indosent.cli import Interrupted
 
-        if self.signum is not None:
+        name = signal.Signals(signum).name
+        if self.signum == signum:
             raise Interrupted(signum, "interrupted again: stopped at once; resume from the last complete checkpoint")
+        if self.signum is not None:
+            logger.warning("%s received as well: still saving a checkpoint after this step", name)
+            return
         self.signum = signum
         logger.warning(
-            "%s received: saving a checkpoint after this step, then stopping (send it again to stop at once)",
-            signal.Signals(signum).name,
+            "%s received: saving a checkpoint after this step, then stopping (send it again to stop at once)", name
         )
 
     def __enter__(self) -> StopRequests:

@@ -285,9 +285,11 @@ def test_ctrl_c_under_accelerate_launch_saves_a_checkpoint_and_resumes_with_the_
         timeout=300,
         start_new_session=True,
     )
-    # accelerate's launcher dies of the KeyboardInterrupt at once (its own traceback, not ours); the training process
-    # still saves the current step, releases the lock and prints the resume command (pipes close only after it exits)
-    assert process.returncode == -signal.SIGINT, process.stderr[-3000:]
+    # accelerate's launcher dies of the KeyboardInterrupt (<= 1.15: at once, -SIGINT; 1.16: after sending the training
+    # process SIGTERM, then SIGKILL 5 s later, exit 130); the training process takes that SIGTERM for the same stop,
+    # saves the current step, releases the lock and prints the resume command
+    assert process.returncode in (-signal.SIGINT, 130), process.stderr[-3000:]
+    assert "interrupted again" not in process.stderr
     assert [path.name for path in list_checkpoints(run_dir)][-1] == "checkpoint-e0001-s000000017"
     assert not (run_dir / LOCK_FILE).exists()
     line = next(line for line in process.stderr.splitlines() if "checkpoint saved at epoch 2, step 17" in line)
@@ -299,6 +301,24 @@ def test_ctrl_c_under_accelerate_launch_saves_a_checkpoint_and_resumes_with_the_
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 2
+
+
+def test_the_same_signal_twice_stops_at_once_but_the_other_one_is_the_same_request():
+    """Ctrl-C under `accelerate launch` >= 1.16: SIGINT from the terminal, then SIGTERM from the launcher."""
+    from hf_indosent.checkpointing import StopRequests
+    from hf_indosent.cli import Interrupted
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    for first, then in ((signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)):
+        with StopRequests() as stops:
+            os.kill(os.getpid(), first)
+            os.kill(os.getpid(), then)  # handled at once: Python runs handlers between bytecodes of the main thread
+            assert stops.signum == first
+            with pytest.raises(Interrupted, match="interrupted again") as stopped:
+                os.kill(os.getpid(), first)
+                time.sleep(1)  # not reached: the handler raises first
+        assert stopped.value.signum == first
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_resume_command_is_the_run_s_own_command(monkeypatch):
@@ -413,6 +433,21 @@ def test_recipe_syntax_and_types_are_named_by_file_and_key(tmp_path, capsys):
     ok.write_text("learning_rate: 3e-6\noutput_dir: out\nseed: '7'\n", encoding="utf-8")  # YAML 1.1 strings
     (args,) = parse_args(types, ["--config", str(ok)])
     assert (args.learning_rate, args.seed) == (3e-6, 7)
+
+
+@pytest.mark.parametrize("spelling", ["--config={}", "--config {}", "--conf={}", "--conf {}"])
+def test_every_spelling_of_config_loads_the_recipe_and_checks_its_keys(tmp_path, capsys, spelling):
+    """argparse accepts `--config=FILE` and unambiguous abbreviations: each must load the recipe, not skip it."""
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("learning_rate: 3e-6\noutput_dir: out\n", encoding="utf-8")
+    (args,) = parse_args([TrainingArguments], spelling.format(ok).split(" ") + ["--seed", "5"])
+    assert (args.learning_rate, args.output_dir, args.seed) == (3e-6, "out", 5)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("learnig_rate: 3e-6\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([TrainingArguments], spelling.format(typo).split(" "), prog="hf-indosent train")
+    assert exit_info.value.code == 2
+    assert "unknown keys ['learnig_rate']" in capsys.readouterr().err
 
 
 def test_header_only_and_empty_files_name_the_file(tmp_path, cache_dir):
