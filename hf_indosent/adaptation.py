@@ -46,6 +46,7 @@ from hf_indosent.modeling import (
 )
 from hf_indosent.run_folder import rerun_command
 from hf_indosent.sampling import EpochBatchSampler
+from hf_indosent.textio import check_output_folder
 from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
 from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
 from hf_indosent.vocabulary import extend_vocabulary
@@ -177,6 +178,8 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds."""
     started = time.perf_counter()
     folder = Path(args.output_dir)
+    inputs = {"--model_name_or_path": args.model_name_or_path, **data_args.input_paths}
+    check_output_folder(folder, "--output_dir", inputs)
     check_output(folder, args.overwrite_output_dir)
     resolve_model_source(args.model_name_or_path, "--model_name_or_path")
     check_max_seq_len(ModelArguments(model_name_or_path=args.model_name_or_path), data_args)

@@ -96,6 +96,12 @@ class DataArguments:
         files = {split: path for split, path in files.items() if path is not None}
         return files or None
 
+    @property
+    def input_paths(self) -> dict[str, str | None]:
+        """Option -> the local folder or files the examples are read from (a run's outputs must spare them)."""
+        files = {f"--{split}_file": path for split, path in (self.data_files or {}).items()}
+        return {"--data_dir": self.data_dir, **files}
+
     def __post_init__(self) -> None:
         files = self.data_files
         check(

@@ -44,6 +44,7 @@ from hf_indosent.modeling import BASELINE_FILE, BEST_DIR, baseline_folder
 from hf_indosent.prediction import ChunkedPredictor, input_error
 from hf_indosent.reporting import metrics_to_string, plot_confusion_matrix, write_json
 from hf_indosent.run_folder import ARGS_FILE, remove_run_files
+from hf_indosent.textio import check_output_folder
 from hf_indosent.training_setup import load_data
 
 logger = logging.getLogger(__name__)
@@ -280,13 +281,12 @@ def check_output_dir(run_dir: Path, overwrite: bool) -> None:
             f"output_dir {str(run_dir)!r} already exists and is not empty: pass --overwrite_output_dir to replace "
             "its run files, or choose another --output_dir"
         )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise FileExistsError(f"output_dir {str(run_dir)!r} is a file: choose a folder for --output_dir")
 
 
 def run_baseline(data_args: DataArguments, args: BaselineArguments) -> dict[str, Any]:
     """Fit, score and write the run folder; returns what metrics.json holds."""
     run_dir = Path(args.output_dir)
+    check_output_folder(run_dir, "--output_dir", data_args.input_paths)
     check_output_dir(run_dir, args.overwrite_output_dir)
     dataset = load_data(data_args, PartialState())  # the training loader: same splits, limits and label checks
     label_names = dataset["train"].features["label"].names

@@ -97,6 +97,7 @@ OS_FIXES = {
     errno.ENOENT: "no such file or folder: check the path",
     errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
     errno.EISDIR: "this is a folder, a file was expected: check the path",
+    errno.EEXIST: "something of that name is in the way (a file where a folder is needed?): check the path",
 }
 
 

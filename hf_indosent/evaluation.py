@@ -20,6 +20,7 @@ from hf_indosent.data import load_smsa, require_labels
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.prediction import ChunkedPredictor, load_predictor
 from hf_indosent.reporting import plot_confusion_matrix, write_json
+from hf_indosent.textio import check_output_folder, check_output_spares_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +65,16 @@ def evaluate_dataset(predictor: ChunkedPredictor, dataset: datasets.Dataset) -> 
 
 def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> dict[str, Any]:
     """Run ``hf-indosent evaluate``: write ``<name>_results.json`` and ``<name>_confusion_matrix.png``."""
+    output_dir = Path(args.output_dir)
+    results_path = output_dir / f"{args.name}_results.json"
+    inputs = {"--model": inference.model, "--file": args.file, "--data_dir": args.data_dir}
+    check_output_folder(output_dir, "--output_dir", inputs)
+    for path in (results_path, output_dir / f"{args.name}_confusion_matrix.png"):
+        check_output_spares_inputs(path, "--name", inputs)
+    output_dir.mkdir(parents=True, exist_ok=True)  # now: a folder that cannot be made fails before the scoring
     predictor = load_predictor(inference)
     dataset = load_labelled(args, predictor.label_names)
     report = {"model": inference.model, "data": args.file or args.split, **evaluate_dataset(predictor, dataset)}
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    results_path = output_dir / f"{args.name}_results.json"
     write_json(results_path, report)
     metrics = report["metrics"]
     title = f"{args.name}: accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['f1']:.3f}"

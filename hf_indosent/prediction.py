@@ -49,6 +49,8 @@ from hf_indosent.textio import (
     BadInput,
     ResultWriter,
     atomic_path,
+    check_output_file,
+    check_output_spares_inputs,
     folder_fingerprint,
     open_input,
     read_lines,
@@ -446,10 +448,23 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
     return counts
 
 
+def check_outputs(inference: InferenceArguments, args: PredictArguments) -> None:
+    """Every file predict writes is a file it may write: not a folder, and none of the files it reads."""
+    inputs = {"--file": args.file, "--dataset": args.dataset, "--model": inference.model, "--data_dir": args.data_dir}
+    outputs = {"--output": args.output}
+    if args.submission is not None:
+        outputs = {"--submission": args.submission, "--submission's zip": Path(args.submission).with_suffix(".zip")}
+    for option, path in outputs.items():
+        if path is not None:
+            check_output_file(path, option)
+            check_output_spares_inputs(path, option, inputs)
+
+
 def cli_run(inference: InferenceArguments, args: PredictArguments) -> int:
     """``hf-indosent predict`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     from hf_indosent import predict_at_scale  # imports this module, so not at the top
 
+    check_outputs(inference, args)
     if predict_at_scale.is_piecewise(inference, args):
         predict_at_scale.run_piecewise(inference, args)  # reports on stderr itself
         return 0

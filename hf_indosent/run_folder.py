@@ -156,6 +156,19 @@ def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
         )
 
 
+def check_overwrite_spares_inputs(run_dir: Path, inputs: dict[str, str | None]) -> None:
+    """--overwrite_output_dir deletes the former run's files: refuse if the new run reads from them (its best/ model
+    as the starting point, say), before anything is loaded or deleted."""
+    for name in existing_run_files(run_dir):
+        removed = (run_dir / name).resolve()
+        for option, source in inputs.items():
+            if source is not None and Path(source).exists() and Path(source).resolve().is_relative_to(removed):
+                raise ValueError(
+                    f"{option} {source!r} is in {str(run_dir / name)!r}, which --overwrite_output_dir would delete: "
+                    "copy it elsewhere first, or choose another --output_dir"
+                )
+
+
 def remove_run_files(run_dir: Path) -> None:
     """Delete a previous run's files (a training's or a baseline's), so nothing stale sits beside new results."""
     for name in existing_run_files(run_dir):

@@ -276,6 +276,56 @@ def folder_fingerprint(folder: str | Path) -> dict[str, dict[str, Any]]:
 # Writers
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # also through symbolic and hard links
+    return a.resolve() == b.resolve()
+
+
+def check_output_file(output: str | Path, option: str) -> None:
+    """An output file's path must name a file whose folders can exist: said now, naming the user's path (not the
+    temporary file beside it that the write would fail on, after all the work)."""
+    path = Path(output)
+    if path.is_dir():
+        raise ValueError(f"{option} {str(output)!r} is a folder: name a file in it, e.g. {str(path / 'out.jsonl')!r}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {str(output)!r}: {str(parent)!r} is a file, not a folder: check the path")
+            break
+
+
+def check_output_folder(output_dir: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:
+    """A run's output folder: a folder (or none yet) under folders, and none of the folders and files it reads (a
+    training into its own model or data folder would mix its run files with them)."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {str(output_dir)!r} is a file: choose a folder")
+    check_output_file(path / "_", option)  # its parents are folders
+    check_output_spares_inputs(path, option, inputs)
+
+
+def check_output_spares_inputs(output: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:
+    """Refuse an output that would replace what the run reads (``inputs``: option -> file or folder): the same path
+    (predictions written over the texts they came from), or an existing file inside an input folder (the model's,
+    the dataset's). Checked before any work, so nothing is lost and no time is spent."""
+    target = Path(output)
+    for name, source in inputs.items():
+        if source is None or not Path(source).exists():
+            continue
+        folder = Path(source)
+        if _same_path(target, folder):
+            raise ValueError(
+                f"{option} {str(output)!r} is {name} {str(source)!r}, which this run reads: writing there would "
+                f"destroy it; choose another {option}"
+            )
+        if folder.is_dir() and target.is_file() and target.resolve().is_relative_to(folder.resolve()):
+            raise ValueError(
+                f"{option} {str(output)!r} is a file of {name} {str(source)!r}, which this run reads: writing there "
+                f"would replace it; choose another {option}"
+            )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (missing folders created) to write to, renamed onto ``path`` when the block

@@ -53,12 +53,14 @@ from hf_indosent.run_folder import (
     arguments_record,
     check_free_space,
     check_output_dir,
+    check_overwrite_spares_inputs,
     check_resume_arguments,
     replace_old_run,
     write_arguments,
 )
 from hf_indosent.sampling import EpochBatchSampler
 from hf_indosent.steps import MicroBatchCollator, balanced_class_weights
+from hf_indosent.textio import check_output_folder
 from hf_indosent.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
 
 logger = logging.getLogger(__name__)
@@ -256,7 +258,11 @@ def setup(
     """Build everything the loop needs. Every input is checked before an old run in output_dir is replaced."""
     run_dir = Path(args.output_dir)
     resuming = args.resume_from_checkpoint is not None
+    inputs = {"--model_name_or_path": model_args.model_name_or_path, **data_args.input_paths}
+    check_output_folder(run_dir, "--output_dir", inputs)
     check_output_dir(run_dir, args.overwrite_output_dir, resuming)
+    if args.overwrite_output_dir and not resuming:
+        check_overwrite_spares_inputs(run_dir, inputs)
     checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if resuming else None
     defaults = device_defaults(accelerator.device, args)
     record = arguments_record(model_args, data_args, args, launch=launch_facts(accelerator, defaults))

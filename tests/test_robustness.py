@@ -440,7 +440,7 @@ def test_every_spelling_of_config_loads_the_recipe_and_checks_its_keys(tmp_path,
     """argparse accepts `--config=FILE` and unambiguous abbreviations: each must load the recipe, not skip it."""
     ok = tmp_path / "ok.yaml"
     ok.write_text("learning_rate: 3e-6\noutput_dir: out\n", encoding="utf-8")
-    (args,) = parse_args([TrainingArguments], spelling.format(ok).split(" ") + ["--seed", "5"])
+    (args,) = parse_args([TrainingArguments], [*spelling.format(ok).split(" "), "--seed", "5"])
     assert (args.learning_rate, args.output_dir, args.seed) == (3e-6, "out", 5)
     typo = tmp_path / "typo.yaml"
     typo.write_text("learnig_rate: 3e-6\n", encoding="utf-8")
