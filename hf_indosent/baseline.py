@@ -60,6 +60,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "builtins.str",
     "builtins.tuple",
     "numpy.float64",
+    "numpy.int32",  # vocabulary indices once --max_features prunes it (the platform's default integer)
+    "numpy.int64",
     "numpy.ndarray",
     "sklearn.feature_extraction.text.TfidfTransformer",
     "sklearn.feature_extraction.text.TfidfVectorizer",
@@ -166,8 +168,12 @@ def saved_types(path: Path) -> set[str]:
     return found
 
 
+def untrusted_types(path: Path) -> list[str]:
+    return sorted(saved_types(path) - set(TRUSTED_TYPES))
+
+
 def check_types(path: Path) -> None:
-    unexpected = sorted(saved_types(path) - set(TRUSTED_TYPES))
+    unexpected = untrusted_types(path)
     if unexpected:
         raise UnsafeModelFileError(
             f"{path} names types a baseline never holds ({', '.join(unexpected)}): refusing to load it, it was "
@@ -180,7 +186,12 @@ def save_model(pipeline: Pipeline, folder: Path, label_names: Sequence[str], set
     with staged_dir(folder) as staging:
         # Deflated: the vocabularies are JSON in the file, and shrink about tenfold.
         sio.dump(pipeline, staging / MODEL_FILE, compression=zipfile.ZIP_DEFLATED)
-        check_types(staging / MODEL_FILE)  # what is saved must load: TRUSTED_TYPES follows the pipeline
+        unexpected = untrusted_types(staging / MODEL_FILE)
+        if unexpected:  # what is saved must load: a pipeline holding other types is our bug, not the user's file
+            raise RuntimeError(
+                f"the fitted baseline holds types TRUSTED_TYPES lacks ({', '.join(unexpected)}): a bug in "
+                f"hf_indosent.baseline (settings {settings}); please report it"
+            )
         info = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

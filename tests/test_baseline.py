@@ -156,6 +156,25 @@ def test_a_tampered_model_file_is_refused_before_anything_is_built(run, tmp_path
         BaselinePredictor(tmp_path / "broken")
 
 
+@pytest.mark.parametrize(("C", "max_features"), [("1", "5"), ("3", "100000"), (None, "40")])
+def test_every_setting_saves_a_model_that_loads_and_predicts_as_fitted(
+    tiny_smsa_dir, validation, tmp_path, capsys, C, max_features
+):
+    """--max_features prunes the vocabulary, whose indices then become numpy integers: the saved file must still load
+    (it was refused as tampered with, every time)."""
+    run_dir = tmp_path / "run"
+    argv = ["baseline", "--data_dir", str(tiny_smsa_dir), "--output_dir", str(run_dir), "--max_features", max_features]
+    argv += ["--dataset_cache_dir", str(tmp_path / "cache"), *(["--C", C] if C else [])]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert json.loads((run_dir / "args.json").read_text())["baseline"]["max_features"] == int(max_features)
+    assert json.loads((run_dir / "metrics.json").read_text())["model"]["num_features"] <= 2 * int(max_features)
+    features = BaselinePredictor(run_dir).pipeline.named_steps["features"]
+    assert all(len(vectorizer.vocabulary_) <= int(max_features) for _, vectorizer in features.transformer_list)
+    results = list(BaselinePredictor(run_dir).stream(validation["text"]))
+    assert len(results) == validation.num_rows
+    assert all(abs(sum(result["scores"].values()) - 1) < 1e-6 for result in results)
+
+
 def test_no_pickle_anywhere_in_the_baseline():
     source = (ROOT / "hf_indosent" / "baseline.py").read_text()
     assert not re.search(r"\b(c?pickle|joblib|dill|cloudpickle)\.loads?\b|^\s*import (c?pickle|joblib)", source, re.M)
