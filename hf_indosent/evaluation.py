@@ -20,7 +20,7 @@ from hf_indosent.data import load_smsa, require_labels
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.prediction import ChunkedPredictor, load_predictor
 from hf_indosent.reporting import plot_confusion_matrix, write_json
-from hf_indosent.textio import check_output_folder, check_output_spares_inputs
+from hf_indosent.textio import check_output_folder, check_output_spares_inputs, made_folder
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,11 @@ def run_evaluation(inference: InferenceArguments, args: EvaluateArguments) -> di
     check_output_folder(output_dir, "--output_dir", inputs)
     for path in (results_path, output_dir / f"{args.name}_confusion_matrix.png"):
         check_output_spares_inputs(path, "--name", inputs)
-    output_dir.mkdir(parents=True, exist_ok=True)  # now: a folder that cannot be made fails before the scoring
-    predictor = load_predictor(inference)
-    dataset = load_labelled(args, predictor.label_names)
-    report = {"model": inference.model, "data": args.file or args.split, **evaluate_dataset(predictor, dataset)}
+    # Made now, so a folder that cannot be made fails before the scoring; removed again if the scoring fails.
+    with made_folder(output_dir):
+        predictor = load_predictor(inference)
+        dataset = load_labelled(args, predictor.label_names)
+        report = {"model": inference.model, "data": args.file or args.split, **evaluate_dataset(predictor, dataset)}
     write_json(results_path, report)
     metrics = report["metrics"]
     title = f"{args.name}: accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['f1']:.3f}"

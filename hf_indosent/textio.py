@@ -327,12 +327,35 @@ def check_output_spares_inputs(output: str | Path, option: str, inputs: Mapping[
 
 
 @contextlib.contextmanager
+def made_folder(folder: str | Path) -> Iterator[Path]:
+    """``folder``, made with its missing parents for the block; when the block fails (Ctrl-C included), the folders it
+    made are removed again while they are empty, so a run refused half-way leaves no empty output folder behind."""
+    folder = Path(folder)
+    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        for path in missing:
+            try:
+                path.rmdir()
+            except OSError:  # something was written into it (or it is gone): keep it and its parents
+                break
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (missing folders created) to write to, renamed onto ``path`` when the block
     succeeds and removed when it fails, Ctrl-C and SIGTERM included: ``path`` keeps the old file or the whole new
-    one. The rename is atomic because both names are in the same folder."""
+    one, and folders made for it are removed again. The rename is atomic because both names are in the same folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with made_folder(path.parent), _replaced_on_success(path) as temp:
+        yield temp
+
+
+@contextlib.contextmanager
+def _replaced_on_success(path: Path) -> Iterator[Path]:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield temp

@@ -73,9 +73,14 @@ def test_end_to_end_on_run_folders_undoes_a_baked_in_temperature(check, tiny_cla
     assert check.main(argv) == 0
     first, second, ensemble = json.loads(output.read_text())
     # the same weights once T is undone: every figure agrees, and the ensemble of two equal models is that model
-    for key in ("macro_f1", "temperature", "ece_before", "ece_after", "ece_cross_fitted"):
+    for key in ("macro_f1", "ece_before", "ece_after", "ece_cross_fitted"):
         assert second[key] == pytest.approx(first[key], abs=1e-4)
         assert ensemble[key] == pytest.approx(first[key], abs=1e-4)
+    # The tiny model separates its data, so the NLL keeps falling as T -> 0 until it underflows: the fitted T is where
+    # the flat objective stops, which float rounding moves by ~1% from CPU to CPU (seen in CI: 0.0891 vs 0.0880). A T
+    # left baked in fails the ECE checks above (ece_before 0.18 against 0.03 when config.json forgets it).
+    assert second["temperature"] == pytest.approx(first["temperature"], rel=0.05)
+    assert ensemble["temperature"] == pytest.approx(first["temperature"], rel=0.05)
     assert ensemble["run"] == "mean logits of 2 runs"
 
 

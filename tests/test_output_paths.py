@@ -155,3 +155,37 @@ def test_evaluate_baseline_and_adapt_check_their_output_folder_first(
     adapt = ["adapt", "--model_name_or_path", str(model_copy), "--data_dir", str(data)]
     refused([*adapt, "--output_dir", str(model_copy)], capsys, "is --model_name_or_path")
     assert snapshot(data) == before
+
+
+def test_a_run_refused_half_way_leaves_no_folder_it_made(model_copy, tiny_smsa_dir, tmp_path, capsys, cache_dir):
+    """evaluate and predict make their output folders before the work (so one that cannot be made fails first); a run
+    that then fails on its inputs removes them again, however deep, and keeps folders that existed or hold files."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    no_label = tmp_path / "no_label.csv"
+    no_label.write_text("text\nenak\n", encoding="utf-8")
+    common = ["--model", str(model_copy), "--dataset_cache_dir", str(cache_dir)]
+    runs = {
+        "masked test split": ["evaluate", *common, "--data_dir", str(tiny_smsa_dir), "--split", "test"],
+        "file without labels": ["evaluate", *common, "--file", str(no_label), "--header", "true"],
+    }
+    for what, argv in runs.items():
+        assert cli.main([*argv, "--output_dir", str(kept / "a" / "b" / "eval")]) == 1, what
+        assert "Traceback" not in capsys.readouterr().err
+        assert list(kept.iterdir()) == [], what
+    missing_column = ["predict", "--model", str(model_copy), "--file", str(no_label), "--text_column", "review"]
+    assert cli.main([*missing_column, "--output", str(kept / "c" / "d" / "out.csv")]) == 1
+    assert "review" in capsys.readouterr().err
+    assert list(kept.iterdir()) == []
+
+
+def test_made_folder_removes_only_the_empty_folders_it_made(tmp_path):
+    from hf_indosent.textio import made_folder
+
+    with pytest.raises(KeyboardInterrupt), made_folder(tmp_path / "a" / "b" / "c") as folder:
+        (folder.parent / "note.txt").write_text("mine", encoding="utf-8")  # written into b during the run
+        raise KeyboardInterrupt
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["a", "b", "note.txt"]
+    with made_folder(tmp_path / "x" / "y") as folder:
+        pass
+    assert folder.is_dir()
