@@ -9,6 +9,7 @@ once.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -35,6 +36,24 @@ class ArgumentError(ValueError):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise ArgumentError(message)
+
+
+SEED_RANGE = range(2**32)
+"""What NumPy, torch and scikit-learn all take as a seed."""
+
+
+def check_numbers(instance: Any) -> None:
+    """Every number option of a dataclass: floats finite (argparse and YAML read 'nan' and 'inf' as floats, and no
+    option means either: an infinite learning rate trains NaN weights) and a seed in :data:`SEED_RANGE`, said before
+    the run starts instead of deep inside it."""
+    for item in dataclasses.fields(instance):
+        value = getattr(instance, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            example = f"like {item.default}" if isinstance(item.default, (int, float)) else "or leave it unset"
+            check(False, f"{item.name}={value} is not a finite number: give a finite one {example}")
+    seed = getattr(instance, "seed", None)
+    if isinstance(seed, int):
+        check(seed in SEED_RANGE, f"seed={seed} is out of range: use a whole number from 0 to {SEED_RANGE[-1]}")
 
 
 def check_mixed_precision(value: str | None) -> None:
@@ -241,6 +260,7 @@ class TrainingArguments:
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR or set it in the recipe")
         positive = (
             "per_device_train_batch_size",
@@ -265,7 +285,7 @@ class TrainingArguments:
             except ValueError:
                 weights = []
             check(
-                bool(weights) and all(weight > 0 for weight in weights),
+                bool(weights) and all(0 < weight < math.inf for weight in weights),
                 f"class_weights={self.class_weights!r} is not 'balanced' or positive numbers like '1,3,1'",
             )
         check(

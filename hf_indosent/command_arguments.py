@@ -12,7 +12,7 @@ from pathlib import Path
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from hf_indosent.arguments import check, check_mixed_precision
+from hf_indosent.arguments import check, check_mixed_precision, check_numbers
 
 OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 DEFAULT_PIECE_SIZE = 10_000
@@ -107,6 +107,7 @@ class InferenceArguments:
     )
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         check_batching(self.batch_size, self.max_batch_tokens, self.chunk_size)
         check_backend(self.backend)
         check_fallback_margin(self.int8_fallback_margin)
@@ -362,6 +363,7 @@ class BaselineArguments:
     seed: int = field(default=42, metadata={"help": "Random seed of the saga solver."})
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR (e.g. outputs/baseline)")
         check(self.C is None or self.C > 0, f"C={self.C} must be > 0, or unset to pick it on validation")
         check(
@@ -432,6 +434,7 @@ class AdaptArguments:
     )
 
     def __post_init__(self) -> None:
+        check_numbers(self)
         check(
             bool(self.model_name_or_path),
             "model_name_or_path is required: pass --model_name_or_path MODEL or set it in the recipe",

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hf_indosent.arguments import SEED_RANGE
 from hf_indosent.checkpointing import list_checkpoints
 from hf_indosent.metrics import METRIC_NAMES
 from hf_indosent.reporting import write_json
@@ -44,6 +45,9 @@ def parse_seeds(text: str) -> list[int]:
         raise ValueError(f"--seeds {text!r} must be integers separated by commas, e.g. 42,1,2") from None
     if not seeds:
         raise ValueError("--seeds is empty: give at least one seed, e.g. 42,1,2")
+    outside = [seed for seed in seeds if seed not in SEED_RANGE]
+    if outside:
+        raise ValueError(f"--seeds {text!r}: {outside[0]} is out of range, use numbers from 0 to {SEED_RANGE[-1]}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text!r} repeats a seed: each seed is one run folder, list it once")
     return seeds

@@ -547,3 +547,42 @@ def test_a_refused_run_leaves_no_empty_folder(tiny_smsa_dir, tmp_path):
     with pytest.raises(ModelSourceError, match="no model at that path"):
         run_train(tmp_path / "no-such-model", tiny_smsa_dir, run_dir, tmp_path / "cache")
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["train", "--learning_rate", "nan"], "learning_rate=nan is not a finite number"),
+        (["train", "--max_grad_norm", "inf"], "max_grad_norm=inf is not a finite number"),
+        (["train", "--weight_decay=-inf"], "weight_decay=-inf"),
+        (["train", "--checkpointing_minutes", "inf"], "checkpointing_minutes=inf"),
+        (["train", "--seed", "-1"], "seed=-1 is out of range"),
+        (["train", "--seed", str(2**32)], "seed=4294967296 is out of range"),
+        (["train", "--class_weights", "1,inf,1"], "class_weights='1,inf,1'"),
+        (["adapt", "--model_name_or_path", "m", "--mlm_probability", "NaN"], "mlm_probability=nan"),
+        (["adapt", "--model_name_or_path", "m", "--seed", "-5"], "seed=-5 is out of range"),
+        (["baseline", "--C", "inf"], "C=inf is not a finite number"),
+        (["baseline", "--seed", "-2"], "seed=-2 is out of range"),
+        (["predict", "--model", "m", "--int8_fallback_margin", "nan"], "int8_fallback_margin"),
+    ],
+)
+def test_numbers_that_mean_nothing_are_refused_before_any_work(tmp_path, capsys, argv, named):
+    """argparse and YAML read 'nan' and 'inf' as floats, and a seed outside [0, 2**32) fails deep in NumPy: each is
+    one line naming the value, exit 2, before any model or data is touched (an infinite learning rate would train NaN
+    weights to the end and report them with exit 0)."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--output_dir" if argv[0] != "predict" else "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2, err
+    assert len(err) == 1 and named in err[0] and "Traceback" not in err[0], err
+    assert not out.exists()
+
+
+def test_numbers_from_a_recipe_are_checked_too(tmp_path, capsys):
+    recipe = tmp_path / "nan.yaml"
+    recipe.write_text("output_dir: out\nlearning_rate: .nan\n", encoding="utf-8")  # YAML's own spelling of NaN
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([TrainingArguments], ["--config", str(recipe)], prog="hf-indosent train")
+    assert exit_info.value.code == 2
+    assert "learning_rate=nan is not a finite number" in capsys.readouterr().err

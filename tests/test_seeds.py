@@ -51,7 +51,14 @@ def test_aggregate_with_one_or_no_successful_run():
 
 def test_parse_seeds():
     assert parse_seeds("42,1,2") == [42, 1, 2] and parse_seeds(" 7 ") == [7]
-    for text, message in (("4x,1", "must be integers"), ("", "is empty"), ("1,2,1", "repeats a seed")):
+    assert parse_seeds("0,4294967295") == [0, 2**32 - 1]
+    for text, message in (
+        ("4x,1", "must be integers"),
+        ("", "is empty"),
+        ("1,2,1", "repeats a seed"),
+        ("1,-1", "-1 is out of range"),
+        ("4294967296", "from 0 to 4294967295"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_seeds(text)
 
