@@ -137,6 +137,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "fp32 unless told otherwise. no/bf16/fp16: that for ours and Trainer alike (the tutorial has none). MFU "
         "divides by the matmul peak of the dtype each path computed in.",
     )
+    parser.add_argument(
+        "--peer_attn_implementation",
+        choices=("sdpa", "eager"),
+        default="sdpa",
+        help="Attention kernels of the tutorial and Trainer paths: sdpa (transformers' default) or eager (what our "
+        "packed CPU training computes attention with).",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every path (default: torch's).")
     parser.add_argument("--inference_batch_size", type=int, default=32, help="batch_size of the plain pipeline call.")
     parser.add_argument(
@@ -323,11 +330,13 @@ def markdown_header(report: dict[str, Any]) -> str:
     )
     starts = ", ".join(f"{name} {path['load_average_before'][0]}" for name, path in paths.items())
     dtypes = ", ".join(f"{name} {paths[name]['compute_dtype']}" for name in TRAINING_PATHS if name in paths)
+    ours_batches = "packed (no padding in the linear layers)" if paths["ours"].get("packing") else "micro-batched"
     lines = [
         f"**hf_indosent benchmark** on `{spec['device']}`: {report['model']}; {paths['ours']['n_train']} training "
         f"rows, {paths['inference']['n_texts']} validation texts, batch size {spec['batch_size']}, lr {spec['lr']}, "
         f"{spec['epochs']} epoch(s), max_seq_len {spec['max_seq_len']}, seed {spec['seed']}, "
-        f"mixed precision {spec['mixed_precision']} ({dtypes}).",
+        f"mixed precision {spec['mixed_precision']} ({dtypes}), peers' attention "
+        f"{spec.get('peer_attn_implementation', 'sdpa')}, our batches {ours_batches}.",
         "",
         f"- CPU: {cpu['model']} (avx512_vnni: {yes_no[cpu['flags']['avx512_vnni']]}, "
         f"AMX: {yes_no[cpu['flags']['amx']]}), {system['usable_cores']} usable cores, torch threads "
@@ -368,6 +377,7 @@ def run(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
         inference_batch_size=args.inference_batch_size,
         inference_repeats=args.inference_repeats,
         progress=not args.no_progress,
+        peer_attn_implementation=args.peer_attn_implementation,
     )
     system = system_info()
     print(f"Machine: {system['cpu']['model']}, {system['usable_cores']} cores, load average {system['load_average']}")

@@ -69,6 +69,7 @@ class Spec:
     inference_repeats: int
     progress: bool
     inference_model: str | None = None
+    peer_attn_implementation: str = "sdpa"
 
     @property
     def compute_dtype(self) -> str:
@@ -93,6 +94,7 @@ def tutorial(spec: Spec) -> dict[str, Any]:
         data_dir / "train_preprocess.tsv",
         data_dir / "valid_preprocess.tsv",
         progress=spec.progress,
+        attn_implementation=spec.peer_attn_implementation,
         **spec.training_settings(),
     )
     return result | {
@@ -110,6 +112,7 @@ def trainer(spec: Spec, *, group_by_length: bool) -> dict[str, Any]:
         Path(spec.work_dir) / ("trainer-grouped" if group_by_length else "trainer"),
         mixed_precision=spec.peer_mixed_precision,
         group_by_length=group_by_length,
+        attn_implementation=spec.peer_attn_implementation,
         progress=spec.progress,
         **spec.training_settings(),
     )
@@ -168,6 +171,7 @@ def ours(spec: Spec) -> dict[str, Any]:
         "best_epoch": metrics["best_epoch"],
         "compute_dtype": COMPUTE_DTYPES[settings["launch"]["mixed_precision"]],
         "best_dir": str(run_dir / BEST_DIR),
+        "packing": settings["launch"].get("packing", False),
         "log": history,
     }
 

@@ -72,6 +72,7 @@ def run_trainer(
     device: str,
     mixed_precision: str = "no",
     group_by_length: bool = False,
+    attn_implementation: str = "sdpa",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train with ``Trainer``, then evaluate once; returns the figures the benchmark compares.
@@ -88,7 +89,7 @@ def run_trainer(
         remove_columns=["text"],
     )
     lengths = [len(ids) for ids in tokenized["train"]["input_ids"]]
-    model = load_model(model_path, LABEL_NAMES)
+    model = load_model(model_path, LABEL_NAMES, attn_implementation=attn_implementation)
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
@@ -127,6 +128,7 @@ def run_trainer(
             "weight_decay": args.weight_decay,
             "max_grad_norm": args.max_grad_norm,
             "mixed_precision": mixed_precision,
+            "attn_implementation": attn_implementation,
             "pad_to_multiple_of": collator.collate.pad_to_multiple_of,
         },
         "n_train": len(lengths),

@@ -200,7 +200,17 @@ class TrainingArguments:
             "help": "Sort each shuffled training batch by length and run it as this many micro-batches, each padded "
             "to its own longest text; their gradients add up to the whole batch's before the one optimizer step. "
             "Same batches as without it, about half the compute on SmSA on a CPU. 1 = pad the whole batch. "
-            "Default (auto): 4 on a CPU, 1 on a GPU (small passes there are launch-bound)."
+            "Default (auto): 1 where --packing is on, else 4 on a CPU, 1 on a GPU (small passes there are "
+            "launch-bound)."
+        },
+    )
+    packing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Run each shuffled training batch as one padding-free sequence of its texts' real tokens; only "
+            "the attention is computed per text (BERT classifiers, one process). Same batches and loss as padded "
+            "ones. Default (auto): on for a BERT classifier on one CPU process unless --micro_batches or "
+            "--torch_compile is given; off on GPUs (not measured there)."
         },
     )
     tf32: bool | None = field(
@@ -278,6 +288,14 @@ class TrainingArguments:
         check(
             self.micro_batches is None or (isinstance(self.micro_batches, int) and self.micro_batches > 0),
             f"micro_batches={self.micro_batches!r} must be a positive integer, or unset for the device's default",
+        )
+        check(
+            not (self.packing and (self.micro_batches or 1) > 1),
+            f"packing=true runs each batch in one pass, but micro_batches={self.micro_batches}: drop one of them",
+        )
+        check(
+            not (self.packing and self.torch_compile),
+            "packing=true calls the model's layers directly, which a torch.compile'd model does not: drop one of them",
         )
         if self.class_weights not in (None, "none", "balanced"):
             try:

@@ -34,7 +34,12 @@ def start_summary(facts: Mapping[str, Any]) -> str:
             f"  steps: {facts['steps_per_epoch']:,} per epoch x up to {facts['epochs']} epoch(s), batch "
             f"{facts['batch_size']} per process x {facts['processes']} process(es)",
             f"  device: {facts['device']}, {facts['threads']} CPU thread(s), precision {facts['precision']}"
-            f"{' (TF32 matmuls)' if facts['tf32'] else ''}, {facts['micro_batches']} micro-batch(es) per batch",
+            f"{' (TF32 matmuls)' if facts['tf32'] else ''}, "
+            + (
+                "packed batches (no padding)"
+                if facts.get("packing")
+                else f"{facts['micro_batches']} micro-batch(es) per batch"
+            ),
             f"  run folder: {facts['run_dir']} (checkpoints every epoch{facts['checkpoint_every']})",
         ]
     )

@@ -59,7 +59,7 @@ RESUMABLE = frozenset(
     }
 )
 """Settings a resumed run may change: they do not alter what the steps already taken computed."""
-DEVICE_RESOLVED = frozenset({"micro_batches", "tf32"})
+DEVICE_RESOLVED = frozenset({"micro_batches", "packing", "tf32"})
 """Training settings whose unset value resolves per device; args.json's ``launch`` records what they resolved to."""
 
 
@@ -220,6 +220,12 @@ def arguments_record(*groups: Any, launch: dict[str, Any]) -> dict[str, Any]:
     record = {name: dataclasses.asdict(group) for name, group in zip(names, groups, strict=True)}
     record["launch"] = launch
     return json.loads(json.dumps(record))  # tuples become lists, as they read back
+
+
+def recorded_launch(run_dir: Path) -> dict[str, Any]:
+    """How the run in ``run_dir`` was launched (args.json's ``launch``), or {} for a run that recorded none."""
+    path = run_dir / ARGS_FILE
+    return json.loads(path.read_text(encoding="utf-8")).get("launch", {}) if path.is_file() else {}
 
 
 def check_resume_arguments(run_dir: Path, record: dict[str, Any]) -> dict[str, list[Any]]:

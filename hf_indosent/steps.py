@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from hf_indosent.checkpointing import TrainState
+from hf_indosent.packing import packed_logits
 
 
 class NonFiniteLossError(RuntimeError):
@@ -65,7 +66,8 @@ def forward_backward(
     label_smoothing: float = 0.0,
     focal_gamma: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`).
+    """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`), or its one packed pass
+    (see :class:`~hf_indosent.packing.PackedCollator`).
 
     Each part's loss is its share of the whole batch's mean loss, so the summed gradients equal those of the whole
     batch. With ``class_weights`` the loss is the weighted cross-entropy (as ``F.cross_entropy(weight=...)`` over the
@@ -74,9 +76,16 @@ def forward_backward(
     Processes synchronise gradients only on the last part. Returns the batch's mean loss and its logits in batch
     order (both detached).
     """
-    parts = batch["micro_batches"]
     labels = batch["labels"].to(accelerator.device)
     total = float(len(labels)) if class_weights is None else class_weights[labels].sum()
+    if "packed" in batch:  # one padding-free pass (hf_indosent.packing); a single process, so nothing to sync
+        with accelerator.autocast():
+            logits = packed_logits(accelerator.unwrap_model(model), batch["packed"])
+        sorted_labels = batch["sorted_labels"].to(accelerator.device)
+        loss = summed_loss(logits, sorted_labels, class_weights, label_smoothing, focal_gamma) / total
+        accelerator.backward(loss)
+        return loss.detach().float(), logits.detach()[batch["restore"]]
+    parts = batch["micro_batches"]
     loss = torch.zeros((), device=accelerator.device)
     logits = []
     for index, part in enumerate(parts):
@@ -88,6 +97,14 @@ def forward_backward(
         loss += part_loss.detach().float()
         logits.append(outputs.logits.detach())
     return loss, torch.cat(logits)[batch["restore"]]
+
+
+def computed_masks(batch: dict[str, Any]) -> list[torch.Tensor]:
+    """The attention masks of the positions a training batch computed, for the padding counts: each micro-batch's, or
+    for a packed batch its real tokens only (its linear layers see no padding)."""
+    if "packed" in batch:
+        return [torch.ones_like(batch["packed"]["input_ids"])]
+    return [part["attention_mask"] for part in batch["micro_batches"]]
 
 
 def summed_loss(

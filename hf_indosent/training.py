@@ -52,7 +52,7 @@ from hf_indosent.reporting import (
     write_log,
 )
 from hf_indosent.run_folder import lock_run_dir, stopped_message
-from hf_indosent.steps import EpochTally, forward_backward
+from hf_indosent.steps import EpochTally, computed_masks, forward_backward
 from hf_indosent.training_setup import Run, make_accelerator, setup, warn_if_few_cpu_threads
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
             optimizer.zero_grad()
         step_loss = accelerator.gather(loss.reshape(1)).mean()
         preds, refs = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
-        tally.add(step_loss, preds, refs, [part["attention_mask"] for part in batch["micro_batches"]])
+        tally.add(step_loss, preds, refs, computed_masks(batch))
         state.step_in_epoch += 1
         state.train_samples += len(refs)
         progress.update(1)

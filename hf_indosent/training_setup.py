@@ -23,7 +23,7 @@ from evaluate import EvaluationModule
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoConfig, PreTrainedTokenizerBase
+from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
 
 from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments
 from hf_indosent.checkpointing import (
@@ -47,14 +47,17 @@ from hf_indosent.modeling import (
     resolve_model_path,
     resolve_model_source,
 )
+from hf_indosent.packing import PackedCollator, packing_unavailable
 from hf_indosent.reporting import start_summary
 from hf_indosent.run_folder import (
     ARGS_FILE,
+    DEVICE_RESOLVED,
     arguments_record,
     check_free_space,
     check_output_dir,
     check_overwrite_spares_inputs,
     check_resume_arguments,
+    recorded_launch,
     replace_old_run,
     write_arguments,
 )
@@ -136,20 +139,47 @@ class DeviceDefaults:
     micro_batches: int  # length-sorted parts per batch: less padding, but more, smaller passes
     pin_memory: bool  # page-locked host batches, copied to the GPU without blocking
     tf32: bool  # TensorFloat-32 matmuls (NVIDIA Ampere and newer)
+    packing: bool = False  # one padding-free pass per batch (hf_indosent.packing)
 
 
-CPU_DEFAULTS = DeviceDefaults(micro_batches=4, pin_memory=False, tf32=False)
-GPU_DEFAULTS = DeviceDefaults(micro_batches=1, pin_memory=True, tf32=True)
+CPU_DEFAULTS = DeviceDefaults(micro_batches=4, pin_memory=False, tf32=False, packing=True)
+GPU_DEFAULTS = DeviceDefaults(micro_batches=1, pin_memory=True, tf32=True, packing=False)
 GPU_MIXED_PRECISION = "no"  # fp32 with TF32: one H100 run of the MiniLM recipe, bf16 at 0.81x of fp32
 
 
-def device_defaults(device: torch.device, args: TrainingArguments) -> DeviceDefaults:
-    """The device's defaults, with every explicitly given argument taking precedence."""
+def device_defaults(
+    device: torch.device,
+    args: TrainingArguments,
+    packing_unavailable: str | None = None,
+    resumed: dict[str, Any] | None = None,
+) -> DeviceDefaults:
+    """The device's defaults, with every explicitly given argument taking precedence.
+
+    ``packing_unavailable`` is why this model or launch cannot be packed (see
+    :func:`hf_indosent.packing.packing_unavailable`): auto then falls back to micro-batches, ``--packing true`` is
+    refused with the reason. ``resumed`` is the launch a resumed run recorded: its settings stand in for unset ones,
+    so a run resumes as it was launched (also across a release that changed a default), never refused for it."""
     base = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
+    if resumed:
+        inherited = {name: resumed[name] for name in DEVICE_RESOLVED if getattr(args, name) is None and name in resumed}
+        if "micro_batches" in inherited and "packing" not in resumed and args.packing is None:
+            inherited["packing"] = False  # recorded before packing existed: it ran micro-batches
+        if inherited.get("packing") and packing_unavailable:
+            inherited.pop("packing")  # the resume check then names the change (packing True -> False)
+        if inherited.get("packing") or args.packing:
+            inherited.pop("micro_batches", None)  # packed: one pass per batch
+        args = dataclasses.replace(args, **inherited)
+    if args.packing and packing_unavailable:
+        raise ArgumentError(f"--packing true: {packing_unavailable}; drop --packing to train with micro-batches")
+    if args.packing is None:
+        packing = base.packing and not packing_unavailable and args.micro_batches is None and not args.torch_compile
+    else:
+        packing = args.packing
     return DeviceDefaults(
-        micro_batches=args.micro_batches or base.micro_batches,
+        micro_batches=1 if packing else args.micro_batches or base.micro_batches,
         pin_memory=base.pin_memory and device.type == "cuda",
         tf32=(base.tf32 if args.tf32 is None else args.tf32) and device.type == "cuda",
+        packing=packing,
     )
 
 
@@ -191,7 +221,8 @@ def make_loader(
     return loader, sampler
 
 
-def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> None:
+def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> PretrainedConfig:
+    """Refuses a ``max_seq_len`` beyond the model's position embeddings; returns the model's config."""
     config = AutoConfig.from_pretrained(resolve_model_path(model_args.model_name_or_path), revision=model_args.revision)
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and data_args.max_seq_len > limit:
@@ -199,6 +230,7 @@ def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> N
             f"max_seq_len={data_args.max_seq_len} exceeds what {model_args.model_name_or_path} accepts ({limit}); "
             f"pass --max_seq_len {limit} or less"
         )
+    return config
 
 
 def resolve_mixed_precision(explicit: str | None, resumed_run: Path | None = None) -> str:
@@ -264,12 +296,17 @@ def setup(
     if args.overwrite_output_dir and not resuming:
         check_overwrite_spares_inputs(run_dir, inputs)
     checkpoint = resolve_checkpoint(run_dir, args.resume_from_checkpoint) if resuming else None
-    defaults = device_defaults(accelerator.device, args)
+    resolve_model_source(model_args.model_name_or_path, "--model_name_or_path")
+    config = check_max_seq_len(model_args, data_args)
+    defaults = device_defaults(
+        accelerator.device,
+        args,
+        packing_unavailable(config, accelerator.num_processes, args.torch_compile),
+        recorded_launch(run_dir) if resuming else None,
+    )
     record = arguments_record(model_args, data_args, args, launch=launch_facts(accelerator, defaults))
     record["adapted_from"] = adaptation_of(model_args.model_name_or_path)  # for the model card; None if not adapted
     changed = check_resume_arguments(run_dir, record) if resuming else {}
-    resolve_model_source(model_args.model_name_or_path, "--model_name_or_path")
-    check_max_seq_len(model_args, data_args)
     if args.push_to_hub:
         check_hub_access(args.hub_model_id)  # now, not after hours of training
     set_seed(args.seed)
@@ -305,7 +342,7 @@ def setup(
         args.per_device_train_batch_size,
         shuffle=True,
         args=args,
-        collator=MicroBatchCollator(collator, defaults.micro_batches),
+        collator=PackedCollator() if defaults.packing else MicroBatchCollator(collator, defaults.micro_batches),
         pin_memory=defaults.pin_memory,
     )
     eval_splits = ["validation"]
@@ -385,6 +422,7 @@ def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDic
         "threads": torch.get_num_threads(),
         "precision": accelerator.mixed_precision if accelerator.mixed_precision != "no" else "fp32",
         "micro_batches": defaults.micro_batches,
+        "packing": defaults.packing,
         "tf32": defaults.tf32,
         "run_dir": run.run_dir,
         "checkpoint_every": f", every {' and '.join(every)}" if every else "",

@@ -173,7 +173,7 @@ def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, c
 @pytest.mark.parametrize(
     ("device", "given", "expected"),
     [
-        ("cpu", {}, (4, False, False)),
+        ("cpu", {"packing": False}, (4, False, False)),  # packing, the CPU default, in test_packing.py
         ("cuda", {}, (1, True, True)),
         ("mps", {}, (1, False, False)),
         ("cuda", {"micro_batches": 2, "tf32": False}, (2, True, False)),
@@ -313,9 +313,10 @@ def test_run_records_the_resolved_device_defaults(tiny_model_dir, tiny_smsa_dir,
         "num_processes": 1,
         "device": "cpu",
         "mixed_precision": "no",
-        "micro_batches": 4,
+        "micro_batches": 1,
         "pin_memory": False,
         "tf32": False,
+        "packing": True,
     }
 
 

@@ -1,0 +1,193 @@
+"""Packed training batches (hf_indosent/packing.py): the padded model's logits, loss and gradients from one
+padding-free pass, chosen per device and model, and never leaking into a saved model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from conftest import comparable, log_lines, run_train
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from hf_indosent.arguments import ArgumentError, TrainingArguments
+from hf_indosent.packing import PACKED_ATTENTION, PackedCollator, packed_logits, packing_unavailable
+from hf_indosent.steps import computed_masks, forward_backward
+from hf_indosent.training_setup import device_defaults
+
+TEXTS = [
+    "makanan enak sekali",
+    "tidak",
+    "pelayanan buruk dan lama sekali menunggu makanan datang",
+    "biasa saja",
+    "mantap",
+    "tempatnya nyaman tapi harga mahal sekali untuk porsi sekecil itu",
+    "oke",
+]
+LABELS = [0, 1, 2, 1, 0, 2, 1]
+
+
+def features(tokenizer, texts=TEXTS, with_types=True):
+    rows = []
+    for text, label in zip(texts, LABELS, strict=False):
+        encoded = dict(tokenizer(text))
+        if not with_types:
+            encoded.pop("token_type_ids", None)
+        rows.append({**encoded, "labels": label})
+    return rows
+
+
+@pytest.fixture
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def fresh_model(model_dir):
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=3)
+
+
+@pytest.mark.parametrize("groups", [1, 3, 8])
+@pytest.mark.parametrize("with_types", [True, False])
+def test_packed_logits_are_the_padded_model_s(tiny_model_dir, tokenizer, groups, with_types):
+    model = fresh_model(tiny_model_dir).eval()
+    rows = features(tokenizer, with_types=with_types)
+    batch = PackedCollator(groups)(rows)
+    assert batch["packed"]["input_ids"].shape == (1, sum(len(row["input_ids"]) for row in rows))  # no padding
+    with torch.no_grad():
+        packed = packed_logits(model, batch["packed"])[batch["restore"]]
+        padded = DataCollatorWithPadding(tokenizer)(rows)
+        padded.pop("labels")
+        expected = model(**padded).logits
+    assert torch.allclose(packed, expected, atol=1e-5)
+    assert model.config._attn_implementation != PACKED_ATTENTION  # switched back after the packed pass
+    assert torch.equal(batch["sorted_labels"][batch["restore"]], torch.tensor(LABELS))
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_a_packed_step_gives_the_whole_batch_s_loss_and_gradients(no_dropout_model, tokenizer, precision):
+    rows = features(tokenizer)
+    accelerator = Accelerator(cpu=True, mixed_precision=precision)
+    model = fresh_model(no_dropout_model)
+    loss, logits = forward_backward(accelerator, model, PackedCollator(2)(rows), focal_gamma=1.0)
+    packed_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    assert model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0  # the gradient reaches the embeddings
+
+    reference = fresh_model(no_dropout_model)
+    padded = DataCollatorWithPadding(tokenizer)(rows)
+    labels = padded.pop("labels")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        expected_logits = reference(**padded).logits.float()
+    log_p = F.log_softmax(expected_logits, -1).gather(1, labels[:, None]).squeeze(1)
+    expected = (-(1 - log_p.exp()) * log_p).mean()  # focal loss, gamma 1: any loss option goes through
+    expected.backward()
+    tolerance = 1e-5 if precision == "no" else 3e-2
+    assert loss.item() == pytest.approx(expected.item(), rel=tolerance)
+    assert torch.allclose(logits.float(), expected_logits, atol=tolerance * 3)
+    for name, parameter in reference.named_parameters():
+        if parameter.grad is not None:
+            scale = parameter.grad.abs().max().item() + 1e-6
+            assert (packed_grads[name] - parameter.grad).abs().max().item() <= tolerance * 10 * scale, name
+
+
+def test_packed_training_trains_like_micro_batches_and_is_recorded(
+    no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir
+):
+    """Packing changes how a batch is computed, not the optimisation: the same losses and metrics as micro-batches,
+    no padding counted; args.json records it, and the saved model loads with a standard attention."""
+    runs = {}
+    for name, overrides in {"packed": {}, "micro": {"micro_batches": 4}}.items():  # packing is the CPU default
+        run_dir = tmp_path / name
+        run_train(no_dropout_model, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2, **overrides)
+        runs[name] = comparable(run_dir)
+    for packed, micro in zip(runs["packed"]["history"], runs["micro"]["history"], strict=True):
+        assert packed["train"]["padding_fraction"] == 0 < micro["train"]["padding_fraction"]
+        assert packed["train"]["tokens"] == micro["train"]["tokens"]
+        assert packed["train"]["loss"] == pytest.approx(micro["train"]["loss"], rel=1e-4)
+        assert packed["validation"]["loss"] == pytest.approx(micro["validation"]["loss"], rel=1e-4)
+        assert packed["validation"]["f1"] == micro["validation"]["f1"]
+    launch = json.loads((tmp_path / "packed" / "args.json").read_text())["launch"]
+    assert (launch["packing"], launch["micro_batches"]) == (True, 1)
+    assert json.loads((tmp_path / "micro" / "args.json").read_text())["launch"]["packing"] is False
+    saved = (tmp_path / "packed" / "best" / "config.json").read_text()
+    assert PACKED_ATTENTION not in saved
+    assert AutoConfig.from_pretrained(tmp_path / "packed" / "best")._attn_implementation != PACKED_ATTENTION
+    assert log_lines(tmp_path / "packed")[0]["train"]["padding_fraction"] == 0
+
+
+def test_computed_masks_count_what_each_kind_of_batch_computed(tokenizer):
+    from hf_indosent.steps import MicroBatchCollator
+
+    rows = features(tokenizer)
+    tokens = sum(len(row["input_ids"]) for row in rows)
+    (packed,) = computed_masks(PackedCollator()(rows))
+    assert packed.sum() == packed.numel() == tokens
+    parts = computed_masks(MicroBatchCollator(DataCollatorWithPadding(tokenizer), 2)(rows))
+    assert sum(mask.sum() for mask in parts) == tokens < sum(mask.numel() for mask in parts)
+
+
+def test_packing_knows_when_it_cannot_run(tiny_model_dir):
+    bert = AutoConfig.from_pretrained(tiny_model_dir)
+    assert packing_unavailable(bert, 1) is None
+    assert "single process" in packing_unavailable(bert, 2)
+    assert "torch.compile" in packing_unavailable(bert, 1, compiled=True)
+    other = AutoConfig.for_model("distilbert", dim=32, n_layers=1, n_heads=2, hidden_dim=37)
+    assert "'distilbert'" in packing_unavailable(other, 1)
+    decoder = AutoConfig.from_pretrained(tiny_model_dir, is_decoder=True)
+    assert "BERT encoders" in packing_unavailable(decoder, 1)
+
+
+@pytest.mark.parametrize(
+    ("device", "given", "unavailable", "expected"),
+    [
+        ("cpu", {}, None, (1, True)),  # auto: packed on a CPU
+        ("cpu", {}, "not a BERT", (4, False)),  # auto falls back to micro-batches
+        ("cpu", {"micro_batches": 2}, None, (2, False)),  # an explicit choice of micro-batches wins
+        ("cpu", {"packing": False}, None, (4, False)),
+        ("cpu", {"torch_compile": True}, None, (4, False)),
+        ("cuda", {}, None, (1, False)),  # not measured on GPUs: padded batches there
+        ("cuda", {"packing": True}, None, (1, True)),
+    ],
+)
+def test_packing_resolves_per_device_and_model(device, given, unavailable, expected):
+    defaults = device_defaults(torch.device(device), TrainingArguments(output_dir="x", **given), unavailable)
+    assert (defaults.micro_batches, defaults.packing) == expected
+
+
+def test_packing_asked_for_where_it_cannot_run_is_refused():
+    with pytest.raises(ArgumentError, match="--packing true: needs one process; drop --packing"):
+        device_defaults(torch.device("cpu"), TrainingArguments(output_dir="x", packing=True), "needs one process")
+    for clash in ({"micro_batches": 4}, {"torch_compile": True}):
+        with pytest.raises(ArgumentError, match="packing=true"):
+            TrainingArguments(output_dir="x", packing=True, **clash)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "unavailable", "expected"),
+    [
+        ({"micro_batches": 4, "packing": False, "tf32": False}, {}, None, (4, False)),  # started with micro-batches
+        ({"micro_batches": 4, "tf32": False}, {}, None, (4, False)),  # recorded before packing existed
+        ({"micro_batches": 1, "packing": True, "tf32": False}, {}, None, (1, True)),
+        ({"micro_batches": 1, "packing": True, "tf32": False}, {}, "needs one process", (1, False)),  # then refused
+        ({"micro_batches": 4, "packing": False, "tf32": False}, {"packing": True}, None, (1, True)),  # explicit wins
+    ],
+)
+def test_a_resumed_run_keeps_how_it_was_launched(recorded, given, unavailable, expected):
+    """Unset settings resolve to what the resumed run recorded, so a default that changed between releases (packing)
+    does not refuse the resume of a run started with micro-batches."""
+    args = TrainingArguments(output_dir="x", **given)
+    defaults = device_defaults(torch.device("cpu"), args, unavailable, resumed=recorded)
+    assert (defaults.micro_batches, defaults.packing) == expected
+
+
+def test_resuming_a_micro_batched_run_with_the_packing_default(no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir):
+    run_dir = tmp_path / "run"
+    run_train(no_dropout_model, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1, micro_batches=4)
+    results = run_train(
+        no_dropout_model, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2, resume_from_checkpoint="latest"
+    )
+    assert results["epochs_completed"] == 2
+    launch = json.loads((run_dir / "args.json").read_text())["launch"]
+    assert (launch["micro_batches"], launch["packing"]) == (4, False)
