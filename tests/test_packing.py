@@ -66,12 +66,27 @@ def test_packed_logits_are_the_padded_model_s(tiny_model_dir, tokenizer, groups,
     assert torch.equal(batch["sorted_labels"][batch["restore"]], torch.tensor(LABELS))
 
 
+def expected_loss(logits, labels, weights, smoothing, gamma):
+    if gamma == 0:
+        return F.cross_entropy(logits, labels, weight=weights, label_smoothing=smoothing)
+    log_p = F.log_softmax(logits, -1).gather(1, labels[:, None]).squeeze(1)
+    return (-((1 - log_p.exp()) ** gamma) * log_p).mean()  # focal loss, written out
+
+
 @pytest.mark.parametrize("precision", ["no", "bf16"])
-def test_a_packed_step_gives_the_whole_batch_s_loss_and_gradients(no_dropout_model, tokenizer, precision):
+@pytest.mark.parametrize(
+    ("weights", "smoothing", "gamma"), [(None, 0.0, 1.0), ([1.0, 3.0, 0.5], 0.0, 0.0), (None, 0.1, 0.0)]
+)
+def test_a_packed_step_gives_the_whole_batch_s_loss_and_gradients(
+    no_dropout_model, tokenizer, precision, weights, smoothing, gamma
+):
+    """Every loss option (focal, class weights, label smoothing) sees the whole batch, in fp32 and under bf16."""
     rows = features(tokenizer)
     accelerator = Accelerator(cpu=True, mixed_precision=precision)
     model = fresh_model(no_dropout_model)
-    loss, logits = forward_backward(accelerator, model, PackedCollator(2)(rows), focal_gamma=1.0)
+    weights = None if weights is None else torch.tensor(weights)
+    batch = PackedCollator(2)(rows)
+    loss, logits = forward_backward(accelerator, model, batch, weights, label_smoothing=smoothing, focal_gamma=gamma)
     packed_grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     assert model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0  # the gradient reaches the embeddings
 
@@ -80,8 +95,7 @@ def test_a_packed_step_gives_the_whole_batch_s_loss_and_gradients(no_dropout_mod
     labels = padded.pop("labels")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         expected_logits = reference(**padded).logits.float()
-    log_p = F.log_softmax(expected_logits, -1).gather(1, labels[:, None]).squeeze(1)
-    expected = (-(1 - log_p.exp()) * log_p).mean()  # focal loss, gamma 1: any loss option goes through
+    expected = expected_loss(expected_logits, labels, weights, smoothing, gamma)
     expected.backward()
     tolerance = 1e-5 if precision == "no" else 3e-2
     assert loss.item() == pytest.approx(expected.item(), rel=tolerance)
