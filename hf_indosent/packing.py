@@ -110,8 +110,8 @@ def packed_attention(
     """Attention within each packed text: ``query``/``key``/``value`` are ``[1, heads, tokens, head_dim]``.
 
     Each group of texts is scattered into a zero-padded ``[rows, heads, width, head_dim]`` block, attends with its
-    padding keys masked (eager softmax attention: on a CPU in bf16 it trained faster than SDPA's flash kernel, whose
-    backward dominated the step), and is gathered back to the packed order.
+    padding keys masked (eager softmax attention: on a CPU in bf16 it ran the step faster than SDPA's flash kernel,
+    whose backward dominated it, measured with dropout off), and is gathered back to the packed order.
     """
     if packing_groups is None:
         raise RuntimeError(f"attention {PACKED_ATTENTION!r} runs only inside hf_indosent.packing.packed_logits")
