@@ -50,7 +50,7 @@ def check_numbers(instance: Any) -> None:
         value = getattr(instance, item.name)
         if isinstance(value, float) and not math.isfinite(value):
             example = f"like {item.default}" if isinstance(item.default, (int, float)) else "or leave it unset"
-            check(False, f"{item.name}={value} is not a finite number: give a finite one {example}")
+            raise ArgumentError(f"{item.name}={value} is not a finite number: give a finite one {example}")
     seed = getattr(instance, "seed", None)
     if isinstance(seed, int):
         check(seed in SEED_RANGE, f"seed={seed} is out of range: use a whole number from 0 to {SEED_RANGE[-1]}")

@@ -31,12 +31,11 @@ batches on a 2-core CPU, 1 / 4 / 8 groups ran MiniLM's bf16 forward, backward an
 28.0 samples/s: 32 (one text per group) runs too many small matmuls."""
 
 
-def packing_unavailable(config: PretrainedConfig, num_processes: int, compiled: bool = False) -> str | None:
-    """Why packing cannot train the model of ``config`` in this launch (said to the user), or None when it can."""
+def packing_unavailable(config: PretrainedConfig, num_processes: int) -> str | None:
+    """Why packing cannot train the model of ``config`` in this launch (said to the user), or None when it can.
+    (``--torch_compile`` is the arguments' own clash: refused with ``--packing true``, and auto then stays off.)"""
     if num_processes > 1:
         return "packing runs the model's layers outside the distributed wrapper, so it needs a single process"
-    if compiled:
-        return "packing calls the model's layers directly, which a torch.compile'd model does not"
     if config.model_type != "bert" or getattr(config, "is_decoder", False):
         return f"packing knows BERT encoders only, and this model is a {config.model_type!r} model"
     return None

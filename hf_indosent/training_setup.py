@@ -301,7 +301,7 @@ def setup(
     defaults = device_defaults(
         accelerator.device,
         args,
-        packing_unavailable(config, accelerator.num_processes, args.torch_compile),
+        packing_unavailable(config, accelerator.num_processes),
         recorded_launch(run_dir) if resuming else None,
     )
     record = arguments_record(model_args, data_args, args, launch=launch_facts(accelerator, defaults))
