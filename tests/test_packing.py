@@ -13,7 +13,14 @@ from conftest import comparable, log_lines, run_train
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from hf_indosent.arguments import ArgumentError, TrainingArguments
-from hf_indosent.packing import PACKED_ATTENTION, PackedCollator, packed_logits, packing_unavailable
+from hf_indosent.packing import (
+    KEEP_LEVELS,
+    PACKED_ATTENTION,
+    DropoutMasks,
+    PackedCollator,
+    packed_logits,
+    packing_unavailable,
+)
 from hf_indosent.steps import computed_masks, forward_backward
 from hf_indosent.training_setup import device_defaults
 
@@ -64,6 +71,62 @@ def test_packed_logits_are_the_padded_model_s(tiny_model_dir, tokenizer, groups,
     assert torch.allclose(packed, expected, atol=1e-5)
     assert model.config._attn_implementation != PACKED_ATTENTION  # switched back after the packed pass
     assert torch.equal(batch["sorted_labels"][batch["restore"]], torch.tensor(LABELS))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_masks_drop_at_the_rate_and_keep_the_expectation(dtype, p):
+    """Each element is dropped with probability p (to 16 bits), the rest scaled by the exact inverse keep rate, and
+    the gradient goes through the same mask and scale."""
+    states = torch.ones(400_000, dtype=dtype, requires_grad=True)
+    out = DropoutMasks(seed=3).apply(states, p)
+    out.sum().backward()
+    dropped = out == 0
+    assert abs(dropped.float().mean().item() - p) < 5 * (p * (1 - p) / states.numel()) ** 0.5
+    keep_rate = 1 - round(p * KEEP_LEVELS) / KEEP_LEVELS
+    expected = torch.tensor(1 / keep_rate, dtype=dtype)  # what `1 * scale` rounds to in this dtype
+    assert torch.equal(out[~dropped], expected.expand(int((~dropped).sum())))
+    assert torch.equal(states.grad, out.detach())  # d(out)/d(states) is the mask times the scale
+    assert out.dtype == dtype
+
+
+def test_dropout_masks_are_reproducible_and_fresh_per_call():
+    states = torch.ones(10_000)
+    first, second = DropoutMasks(seed=7), DropoutMasks(seed=7)
+    masks = [first.apply(states, 0.1) == 0 for _ in range(2)]
+    assert torch.equal(masks[0], second.apply(states, 0.1) == 0)  # same seed, same masks
+    assert not torch.equal(masks[0], masks[1])  # each call draws new numbers
+    assert not torch.equal(masks[0], DropoutMasks(seed=8).apply(states, 0.1) == 0)
+    assert torch.equal(first.apply(states, 0.0), states)
+    assert torch.equal(first.apply(states, 1.0), torch.zeros_like(states))
+
+
+def test_a_packed_training_pass_draws_every_dropout_mask_from_numpy(tiny_model_dir, tokenizer, monkeypatch):
+    """torch's dropout (a Mersenne Twister draw per element on CPUs) is never called inside a packed training pass:
+    the model's nn.Dropout layers and the attention probabilities use DropoutMasks, seeded from torch's generator;
+    the layers are plain again afterwards."""
+    model = fresh_model(tiny_model_dir).train()
+    batch = PackedCollator(3)(features(tokenizer))
+    with torch.no_grad():
+        model.eval()
+        without_dropout = packed_logits(model, batch["packed"])
+        model.train()
+
+        def refused(*args, **kwargs):
+            raise AssertionError("torch's dropout was called")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.nn.functional, "dropout", refused)
+            torch.manual_seed(1)
+            first = packed_logits(model, batch["packed"])
+            torch.manual_seed(1)
+            again = packed_logits(model, batch["packed"])
+            torch.manual_seed(2)
+            other = packed_logits(model, batch["packed"])
+    assert not torch.allclose(first, without_dropout)  # dropout did act
+    assert torch.equal(first, again) and not torch.equal(first, other)  # reproducible from torch's seed
+    dropouts = [module for module in model.modules() if isinstance(module, torch.nn.Dropout)]
+    assert dropouts and all("forward" not in module.__dict__ for module in dropouts)
 
 
 def expected_loss(logits, labels, weights, smoothing, gamma):
