@@ -123,7 +123,11 @@ def test_mfu_is_a_fraction_of_the_best_peak_or_marked_invalid(benchmark, report)
         else:
             own_peak = report["matmul_peak"][path["compute_dtype"]]["flops_per_s"]  # the dtype the path ran in
             assert 0 < cell <= 1
-            assert cell == pytest.approx(path["train_flops_total"] / path["train_s"] / own_peak), name
+            flops_per_s = path["train_flops_total"] / path["train_s"]
+            assert cell == pytest.approx(flops_per_s / own_peak), name
+            over_fp32 = rows["train_over_fp32_peak"]["ours" if name == "ours" else "peers"]
+            over_fp32 = over_fp32 if name == "ours" else over_fp32[name]
+            assert over_fp32 == pytest.approx(flops_per_s / peak["flops_per_s"]), name  # fp32's peak, whatever dtype
     for cell in (rows["inference_mfu"]["ours"], rows["inference_mfu"]["peers"]["pipeline"]):
         assert cell == measure.INVALID_MFU or 0 < cell <= 1
 
@@ -131,12 +135,12 @@ def test_mfu_is_a_fraction_of_the_best_peak_or_marked_invalid(benchmark, report)
 def test_too_low_a_peak_makes_every_mfu_invalid_not_a_result(benchmark, report):
     measure = importlib.import_module("measure")
     too_low = benchmark.comparisons(report["paths"], {"float32": 1.0, "bfloat16": 1.0}, random_weights=False)
-    for key in ("train_mfu", "inference_mfu"):
+    for key in ("train_mfu", "train_over_fp32_peak", "inference_mfu"):
         row = too_low[key]
         assert row.ours == measure.INVALID_MFU and set(row.peers.values()) == {measure.INVALID_MFU}
         assert all(row.ratio(peer) is None for peer in row.peers)
     table = measure.render_table(list(too_low.values()), benchmark.PEER_NAMES)
-    assert table.count(measure.INVALID_MFU) == 6 and "%" in table
+    assert table.count(measure.INVALID_MFU) == 10 and "%" in table
     generous = benchmark.comparisons(report["paths"], {"float32": 1e18, "bfloat16": 1e18}, random_weights=False)
     assert 0 < generous["train_mfu"].ours < 1e-3, "a high enough peak gives a number again"
 

@@ -99,6 +99,8 @@ def test_dropout_masks_are_reproducible_and_fresh_per_call():
     assert not torch.equal(masks[0], DropoutMasks(seed=8).apply(states, 0.1) == 0)
     assert torch.equal(first.apply(states, 0.0), states)
     assert torch.equal(first.apply(states, 1.0), torch.zeros_like(states))
+    elsewhere = first.apply(torch.ones(4, 5, device="meta"), 0.1)  # a GPU's tensors keep torch's dropout
+    assert (elsewhere.device.type, elsewhere.shape) == ("meta", (4, 5))
 
 
 def test_a_packed_training_pass_draws_every_dropout_mask_from_numpy(tiny_model_dir, tokenizer, monkeypatch):
