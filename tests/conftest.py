@@ -11,11 +11,18 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import json
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # Started in the background by a non-interactive shell (`cmd &`), which ignores SIGINT, and an ignored signal stays
+    # ignored in every child: the Ctrl-C tests' processes would never see it. With a handler here, children start with
+    # the default again (Python's KeyboardInterrupt), as under a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMSA_DIR = ROOT.parent / "shared" / "smsa"
