@@ -111,7 +111,9 @@ def test_a_packed_training_pass_draws_every_dropout_mask_from_numpy(tiny_model_d
     batch = PackedCollator(3)(features(tokenizer))
     with torch.no_grad():
         model.eval()
+        state = torch.get_rng_state()
         without_dropout = packed_logits(model, batch["packed"])
+        assert torch.equal(torch.get_rng_state(), state), "evaluation draws nothing from torch's generator"
         model.train()
 
         def refused(*args, **kwargs):
