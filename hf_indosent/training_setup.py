@@ -7,7 +7,6 @@ to start from (fresh, or restored from a checkpoint).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -50,7 +49,6 @@ from hf_indosent.modeling import (
 from hf_indosent.packing import PackedCollator, packing_unavailable
 from hf_indosent.reporting import start_summary
 from hf_indosent.run_folder import (
-    ARGS_FILE,
     DEVICE_RESOLVED,
     arguments_record,
     check_free_space,
@@ -244,10 +242,9 @@ def resolve_mixed_precision(explicit: str | None, resumed_run: Path | None = Non
     launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
     if launched != "no":
         return launched
-    if resumed_run is not None and (resumed_run / ARGS_FILE).is_file():
-        launch = json.loads((resumed_run / ARGS_FILE).read_text(encoding="utf-8")).get("launch", {})
-        if launch.get("mixed_precision"):
-            return launch["mixed_precision"]
+    recorded = recorded_launch(resumed_run).get("mixed_precision") if resumed_run is not None else None
+    if recorded:
+        return recorded
     state = PartialState()
     if state.device.type != "cpu":
         return GPU_MIXED_PRECISION
