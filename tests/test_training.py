@@ -383,7 +383,10 @@ def test_class_weights_balanced_and_explicit(no_dropout_model, tiny_smsa_dir, tm
 @pytest.mark.parametrize("class_weights", [None, [1.0, 3.0, 1.0]])
 def test_label_smoothing_is_the_whole_batch_smoothed_loss(tiny_model_dir, class_weights):
     """Split into length-sorted micro-batches or not, the step's loss and gradients are those of
-    F.cross_entropy(label_smoothing=0.1) over the whole batch (weighted or not), and differ from plain cross-entropy."""
+    F.cross_entropy(label_smoothing=0.1) over the whole batch (weighted or not), and differ from plain cross-entropy by
+    exactly what smoothing adds. The head starts at zero, so every text's probabilities are exactly 1/K and the
+    difference has a closed form: per text, eps (e_y - 1/K) unweighted; PyTorch's weighted form
+    (eps/K) (W/K - w) - eps w_y (1/K - e_y), both over the batch's total weight (W = sum of the weights)."""
     import torch
     import torch.nn.functional as F
     from accelerate import Accelerator
@@ -393,30 +396,41 @@ def test_label_smoothing_is_the_whole_batch_smoothed_loss(tiny_model_dir, class_
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     texts = ["makanan enak sekali", "tidak", "pelayanan buruk dan lama sekali menunggu", "biasa saja", "mantap"]
-    features = [{**tokenizer(text), "labels": label} for text, label in zip(texts, [0, 1, 2, 1, 0], strict=True)]
+    label_ids = [0, 1, 2, 1, 0]
+    features = [{**tokenizer(text), "labels": label} for text, label in zip(texts, label_ids, strict=True)]
     weights = None if class_weights is None else torch.tensor(class_weights)
     accelerator = Accelerator(cpu=True)
+    eps, k = 0.1, 3
 
     def step(micro_batches: int, smoothing: float) -> tuple:
         torch.manual_seed(0)
-        model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=k).eval()
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.zero_()
         batch = MicroBatchCollator(DataCollatorWithPadding(tokenizer), micro_batches)(features)
         loss, _ = forward_backward(accelerator, model, batch, weights, smoothing)
-        return loss.item(), model.classifier.weight.grad.clone(), model
+        return loss.item(), model.classifier.weight.grad.clone(), model.classifier.bias.grad.clone(), model
 
-    loss, grad, model = step(3, 0.1)
+    loss, grad, bias_grad, model = step(3, eps)
     model.zero_grad()
     whole = DataCollatorWithPadding(tokenizer)(features)
     labels = whole.pop("labels")
-    expected = F.cross_entropy(model(**whole).logits, labels, weight=weights, label_smoothing=0.1)
+    expected = F.cross_entropy(model(**whole).logits, labels, weight=weights, label_smoothing=eps)
     expected.backward()
     assert loss == pytest.approx(expected.item(), rel=1e-5)
     assert torch.allclose(grad, model.classifier.weight.grad, atol=1e-6)
-    assert step(1, 0.1)[0] == pytest.approx(loss, rel=1e-5)
-    plain, plain_grad, _ = step(3, 0.0)
+    assert step(1, eps)[0] == pytest.approx(loss, rel=1e-5)
+    plain, _, plain_bias_grad, _ = step(3, 0.0)
     assert plain == pytest.approx(F.cross_entropy(model(**whole).logits, labels, weight=weights).item(), rel=1e-5)
-    assert not torch.allclose(plain_grad, grad, rtol=0.05)  # the untrained model's logits are near-uniform: compare
-    # gradients, which move by 0.1 x (one-hot - 1/3) per text, not the loss
+    one_hot = F.one_hot(labels, k).float()
+    w = torch.ones(k) if weights is None else weights.float()
+    w_y = w[labels].unsqueeze(1)
+    per_text = eps / k * (w.sum() / k - w) - eps * w_y * (1 / k - one_hot)
+    closed_form = per_text.sum(0) / w_y.sum()
+    # fixed by the labels and weights alone (0.013 and 0.0099 here), far above float32 noise on these gradients
+    assert closed_form.abs().max() > 0.005
+    torch.testing.assert_close(bias_grad - plain_bias_grad, closed_form, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("class_weights", [None, [1.0, 3.0, 1.0]])
