@@ -59,17 +59,30 @@ def write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, hidden-32 BERT with a WordPiece vocab trained on synthetic Indonesian text, saved to disk."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A 2-layer, hidden-32 BERT with a WordPiece vocab of synthetic Indonesian text, saved to disk.
+
+    The vocabulary is built, not trained: tokenizers' WordPieceTrainer breaks ties differently in every process, so a
+    trained vocabulary (and every model and score built on it) changed from one pytest session to the next. Here it is
+    the special tokens, every character alone and as a ``##`` continuation, every start and end of a corpus word, and
+    every word (about 300 tokens, as the trained one had)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     corpus = [text for text, _ in make_rows(400, seed=0)]
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wordpiece.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = sorted(
+        {word for text in corpus for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))}
+    )
+    characters = sorted({character for word in words for character in word})
+    pieces = sorted({word[:end] for word in words for end in range(1, len(word))})  # word starts, as WordPiece has
+    pieces += sorted({f"##{word[start:]}" for word in words for start in range(1, len(word))})  # and word ends
+    tokens = [*specials, *characters, *(f"##{character}" for character in characters), *pieces, *words]
+    vocabulary = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    wordpiece = Tokenizer(models.WordPiece(vocabulary, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizer
+    wordpiece.pre_tokenizer = pre_tokenizer
     cls_id, sep_id = wordpiece.token_to_id("[CLS]"), wordpiece.token_to_id("[SEP]")
     wordpiece.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -115,7 +128,7 @@ def cache_dir(tmp_path) -> Path:
 def tiny_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """What training saves as OUTPUT_DIR/best: the tiny BERT with a 3-label head named after SmSA's labels.
 
-    A few quick optimizer steps on synthetic reviews make its predictions vary with the text (a random head gives
+    Quick optimizer steps on synthetic reviews make its predictions vary with the text (a random head gives
     every text the same label), so tests can tell rows and labels apart.
     """
     import torch
@@ -132,7 +145,7 @@ def tiny_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     rows = make_rows(192, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(12):
+    for _ in range(20):  # the smallest count that learns all three labels (validation accuracy 1.0)
         for start in range(0, len(rows), 32):
             texts, labels = zip(*rows[start : start + 32], strict=True)
             batch = tokenizer(list(texts), padding=True, return_tensors="pt")
