@@ -35,8 +35,8 @@ from transformers import (
 
 from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments
 from hf_indosent.checkpointing import StopRequests, make_readable, staged_dir
-from hf_indosent.cli import Interrupted
 from hf_indosent.command_arguments import AdaptArguments
+from hf_indosent.folder_lock import holds_files
 from hf_indosent.modeling import (
     ADAPT_FILE,
     adaptation_stages,
@@ -44,8 +44,10 @@ from hf_indosent.modeling import (
     resolve_model_path,
     resolve_model_source,
 )
-from hf_indosent.run_folder import rerun_command
+from hf_indosent.run_folder import lock_run_dir
 from hf_indosent.sampling import EpochBatchSampler
+from hf_indosent.shell import command, rerun_command
+from hf_indosent.stopping import Interrupted
 from hf_indosent.textio import check_output_folder
 from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
 from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
@@ -78,7 +80,7 @@ class MaskedPositionsLoss(torch.nn.Module):
 
 def check_output(folder: Path, overwrite: bool) -> None:
     """Refuse to write into a folder holding anything but a former adapted model (that one only with overwrite)."""
-    if not folder.exists() or not any(folder.iterdir()):
+    if not holds_files(folder):
         return
     if not (folder / ADAPT_FILE).is_file():
         raise FileExistsError(
@@ -145,7 +147,8 @@ def save_adapted(
 
 
 def stop_requested(accelerator: Accelerator, stops: StopRequests) -> bool:
-    """A SIGINT/SIGTERM on any process (the flag is combined, so every process stops after the same step)."""
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) on any process (the flag is combined, so every process stops after the
+    same step)."""
     stop = stops.signum is not None
     if accelerator.num_processes == 1:
         return stop
@@ -160,7 +163,7 @@ def epochs_left(stopped: dict[str, Any], num_train_epochs: int) -> int:
 
 def stopped_message(folder: Path, stopped: dict[str, Any], args: AdaptArguments) -> str:
     """Where an interrupted adaptation's work is, and the command that adapts it further for the epochs left."""
-    command = rerun_command(
+    continued = rerun_command(
         drop_flags=("--overwrite_output_dir",),
         drop_values=("--model_name_or_path", "--output_dir", "--num_train_epochs"),
         add=(
@@ -170,20 +173,32 @@ def stopped_message(folder: Path, stopped: dict[str, Any], args: AdaptArguments)
     )
     return (
         f"stopped at epoch {stopped['epoch']}, step {stopped['step']} of {stopped['steps_in_epoch']}: the model "
-        f"adapted so far is saved in {folder} ({ADAPT_FILE} records where it stopped). Continue with: {command}"
+        f"adapted so far is saved in {folder} ({ADAPT_FILE} records where it stopped). Continue with: {continued}"
     )
 
 
 def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
-    """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds."""
+    """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds.
+
+    The output folder is locked from its check to the written model (:func:`~hf_indosent.run_folder.lock_run_dir`):
+    a second adaptation (or any other writer) into it is refused at once."""
     started = time.perf_counter()
     folder = Path(args.output_dir)
     inputs = {"--model_name_or_path": args.model_name_or_path, **data_args.input_paths}
     check_output_folder(folder, "--output_dir", inputs)
-    check_output(folder, args.overwrite_output_dir)
     resolve_model_source(args.model_name_or_path, "--model_name_or_path")
     check_max_seq_len(ModelArguments(model_name_or_path=args.model_name_or_path), data_args)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision))
+    with lock_run_dir(folder, accelerator, job="adaptation"):
+        check_output(folder, args.overwrite_output_dir)
+        return adapt_locked(accelerator, data_args, args, started)
+
+
+def adapt_locked(
+    accelerator: Accelerator, data_args: DataArguments, args: AdaptArguments, started: float
+) -> dict[str, Any]:
+    """The adaptation itself, once its output folder is locked and checked."""
+    folder = Path(args.output_dir)
     set_seed(args.seed)
 
     dataset = load_data(data_args, accelerator)
@@ -275,7 +290,7 @@ def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     accelerator.print(
         f"adapted model written to {folder} in {record['seconds']:.0f} s (validation masked-LM loss "
         f"{epochs[0]['validation_mlm_loss']:.4f} -> {epochs[-1]['validation_mlm_loss']:.4f}). Fine-tune it with: "
-        f"hf-indosent train --config <recipe> --model_name_or_path {folder}"
+        f"{command('hf-indosent', 'train', '--model_name_or_path', folder)} --config <recipe>"
     )
     return record
 

@@ -8,6 +8,7 @@ once.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -23,6 +24,8 @@ import yaml
 from transformers import HfArgumentParser
 
 from hf_indosent.metrics import METRIC_NAMES
+from hf_indosent.paths import input_file_error
+from hf_indosent.suggest import did_you_mean
 
 T = TypeVar("T")
 
@@ -133,7 +136,8 @@ class DataArguments:
                 "train_file and validation_file are both needed when you bring your own files",
             )
             for split, path in files.items():
-                check(Path(path).is_file(), f"{split}_file={path!r} does not exist: check the path")
+                problem = input_file_error(path, f"{split}_file")
+                check(problem is None, str(problem))
         if self.data_dir is not None:
             check(Path(self.data_dir).is_dir(), f"data_dir={self.data_dir!r} is not a folder: check the path")
         check(self.max_seq_len > 1, f"max_seq_len={self.max_seq_len} must be at least 2 (tutorial default: 512)")
@@ -237,7 +241,7 @@ class TrainingArguments:
         metadata={
             "help": "Train on targets of 1 - e + e/classes for the true label and e/classes for the others "
             "(F.cross_entropy(label_smoothing=e)), so no text is pushed to certainty: less over-confident before "
-            "temperature scaling (README, Calibration). 0 (default) is plain cross-entropy, as the tutorial."
+            "temperature scaling (docs/quality.md, Calibration). 0 (default) is plain cross-entropy, as the tutorial."
         },
     )
     focal_gamma: float = field(
@@ -245,8 +249,8 @@ class TrainingArguments:
         metadata={
             "help": "Focal loss: each text's cross-entropy times (1 - p_true) ** gamma, so confidently right texts "
             "stop pushing their scores up. 0 (default) is plain cross-entropy, as the tutorial; 1 is what the best "
-            "offline recipe uses (measured: as accurate, ECE <= 0.03 on 3 seeds; 3 calibrated but lost F1; README, "
-            "Calibration). Not combined with --label_smoothing."
+            "offline recipe uses (measured: as accurate, ECE <= 0.03 on 3 seeds; 3 calibrated but lost F1; "
+            "docs/quality.md, Calibration). Not combined with --label_smoothing."
         },
     )
     calibrate: bool = field(
@@ -425,7 +429,8 @@ def _typed_recipe(path: str, dataclass_types: Sequence[type]) -> dict[str, Any]:
     known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
     unknown = sorted(set(recipe) - known)
     if unknown:
-        raise RecipeError(f"recipe {path!r} has unknown keys {unknown}; see --help for valid names")
+        near = did_you_mean(unknown, known, quote=True)
+        raise RecipeError(f"recipe {path!r} has unknown keys {unknown}{near}; see --help for valid names")
     return {key: _coerce(path, key, value, hints[key]) for key, value in recipe.items()}
 
 
@@ -436,14 +441,57 @@ class _Parser(HfArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """The options in ``argv`` that ``parser`` does not know, as argparse would find them, but before it parses.
+
+    argparse reports them last, after a missing or invalid value elsewhere (and the dataclasses' checks after that),
+    so a typo hid behind a complaint it caused. Options are matched as argparse does: exactly, by an unambiguous
+    prefix (``--packin`` is ``--packing``), with ``=value`` attached; ``-``, negative numbers and words with a space
+    are values, and nothing after ``--`` is an option. A parser whose options cannot be read (argparse internals) is
+    not checked."""
+    options = set(getattr(parser, "_option_string_actions", {}))
+    if not options:
+        return []
+    unknown = []
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        if name in ("", "-") or not name.startswith("-") or " " in name or _is_number(arg):
+            continue  # a value
+        abbreviates = parser.allow_abbrev and name.startswith("--") and any(o.startswith(name) for o in options)
+        if name not in options and not abbreviates:
+            unknown.append(name)
+    return unknown
+
+
+def _is_number(arg: str) -> bool:
+    try:
+        float(arg)
+    except ValueError:
+        return False
+    return True
+
+
+def check_unknown_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Exit with a usage error naming each unknown option and the closest valid one (``did you mean ...?``)."""
+    unknown = unknown_options(parser, argv)
+    if unknown:
+        known = [option for option in getattr(parser, "_option_string_actions", {}) if option.startswith("--")]
+        plural = "s" if len(unknown) > 1 else ""
+        parser.error(f"unknown option{plural} {', '.join(unknown)}{did_you_mean(unknown, known)}")
+
+
 def parse_args(types_: Sequence[type[T]], argv: Sequence[str] | None = None, prog: str | None = None) -> tuple:
     """Parse ``--config recipe.yaml`` (optional) then command-line overrides into one instance of each dataclass.
 
-    Unknown recipe keys, values of the wrong type and invalid values exit with a one-line error (exit code 2).
+    Unknown options (then unknown recipe keys) are reported first, with the closest valid name; values of the wrong
+    type and invalid values after them. Each exits with a one-line error (exit code 2).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(types_, prog=prog)
     parser.add_argument("--config", default=None, help="YAML recipe; command-line options override its values.")
+    check_unknown_options(parser, argv)  # a misspelt name first: any other complaint may be its consequence
     # the same parser reads --config first, so `--config=r.yaml` and abbreviations load the recipe as `--config r.yaml`
     config_path = parser.parse_known_args(argv)[0].config
     try:

@@ -39,6 +39,7 @@ from hf_indosent.arguments import DataArguments
 from hf_indosent.checkpointing import staged_dir
 from hf_indosent.command_arguments import BASELINE_C_GRID, BaselineArguments
 from hf_indosent.data import NO_LABEL
+from hf_indosent.folder_lock import FolderLock, holds_files
 from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
 from hf_indosent.modeling import BASELINE_FILE, BEST_DIR, baseline_folder
 from hf_indosent.prediction import ChunkedPredictor, input_error
@@ -287,7 +288,7 @@ class BaselinePredictor(ChunkedPredictor):
 
 def check_output_dir(run_dir: Path, overwrite: bool) -> None:
     """Never mix two runs: an output_dir that already holds files is refused unless --overwrite_output_dir."""
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+    if holds_files(run_dir) and not overwrite:
         raise FileExistsError(
             f"output_dir {str(run_dir)!r} already exists and is not empty: pass --overwrite_output_dir to replace "
             "its run files, or choose another --output_dir"
@@ -295,10 +296,19 @@ def check_output_dir(run_dir: Path, overwrite: bool) -> None:
 
 
 def run_baseline(data_args: DataArguments, args: BaselineArguments) -> dict[str, Any]:
-    """Fit, score and write the run folder; returns what metrics.json holds."""
+    """Fit, score and write the run folder; returns what metrics.json holds.
+
+    The folder is locked from the first check to the last file (:class:`~hf_indosent.folder_lock.FolderLock`): a
+    second run into it is refused at once, instead of deleting this one's files when it finishes."""
     run_dir = Path(args.output_dir)
     check_output_folder(run_dir, "--output_dir", data_args.input_paths)
-    check_output_dir(run_dir, args.overwrite_output_dir)
+    with FolderLock(run_dir, job="baseline run"):
+        check_output_dir(run_dir, args.overwrite_output_dir)
+        return fit_and_write(run_dir, data_args, args)
+
+
+def fit_and_write(run_dir: Path, data_args: DataArguments, args: BaselineArguments) -> dict[str, Any]:
+    """The run itself: fit on train, pick C on validation, score, then (only then) replace a former run's files."""
     dataset = load_data(data_args, PartialState())  # the training loader: same splits, limits and label checks
     label_names = dataset["train"].features["label"].names
     metric = load_metric()

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+
+from hf_indosent.folder_lock import carry_lock
+from hf_indosent.stopping import Interrupted, handled, leave_closed_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -34,43 +36,43 @@ _NAME = re.compile(r"^checkpoint-e(\d+)-s(\d+)$")
 
 
 class StopRequests:
-    """SIGINT (Ctrl-C) and SIGTERM while training: save a checkpoint at the next optimizer step, then stop.
+    """A stop signal while training (:data:`~hf_indosent.stopping.STOP_SIGNALS`: Ctrl-C, SIGTERM, a closed
+    terminal's SIGHUP): save a checkpoint at the next optimizer step, then stop.
 
     The first signal only sets :attr:`signum`; the loop checks it after each step. The same signal again stops at once
-    (:class:`hf_indosent.cli.Interrupted`), losing only the steps since the last checkpoint. The other signal does
-    not: ``accelerate launch`` (1.16 on) answers a terminal's Ctrl-C, which reached this process too, by sending it
-    SIGTERM (and SIGKILL 5 s later), which is the same request, not a second one.
+    (:class:`~hf_indosent.stopping.Interrupted`), losing only the steps since the last checkpoint. The other signal
+    does not: ``accelerate launch`` (1.16 on) answers a terminal's Ctrl-C, which reached this process too, by sending
+    it SIGTERM (and SIGKILL 5 s later), which is the same request, not a second one. SIGHUP never stops at once: a
+    closing terminal sends it more than once (the shell passes it on to its jobs, then the kernel sends it as the
+    shell exits), and nobody is left to insist. A signal ignored at start (``nohup``) stays ignored.
     """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._handling: contextlib.ExitStack | None = None
 
     def _handle(self, signum: int, frame: Any) -> None:
-        from hf_indosent.cli import Interrupted
-
         name = signal.Signals(signum).name
-        if self.signum == signum:
+        if signum == signal.SIGHUP:
+            leave_closed_terminal()  # before any message: the terminal is gone
+        if self.signum == signum and signum != signal.SIGHUP:
             raise Interrupted(signum, "interrupted again: stopped at once; resume from the last complete checkpoint")
         if self.signum is not None:
             logger.warning("%s received as well: still saving a checkpoint after this step", name)
             return
         self.signum = signum
-        logger.warning(
-            "%s received: saving a checkpoint after this step, then stopping (send it again to stop at once)", name
-        )
+        again = "" if signum == signal.SIGHUP else " (send it again to stop at once)"
+        logger.warning("%s received: saving a checkpoint after this step, then stopping%s", name, again)
 
     def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():  # signal handlers can only be set there
-            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        self._handling = contextlib.ExitStack()
+        self._handling.enter_context(handled(self._handle))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous = {}
+        if self._handling is not None:
+            self._handling.close()
+            self._handling = None
 
 
 class CheckpointClock:
@@ -180,6 +182,7 @@ def replace_dir(staging: Path, target: Path) -> None:
     old = target.with_name(f".{target.name}.old")
     if old.exists():
         shutil.rmtree(old)
+    carry_lock(target, staging)  # a folder swapped whole stays its writer's (hf_indosent.folder_lock)
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)

@@ -2,8 +2,10 @@
 
 Arguments are parsed first, from the light :mod:`hf_indosent.arguments` (``--help`` and usage errors answer in about a
 second); only then is the job's module (torch, transformers, datasets) imported and run. Every known failure becomes
-one line on stderr and an exit code: 1 for an error the user can fix, 2 for a usage error, 130 for Ctrl-C, 143 for
-SIGTERM. ``--debug`` (or ``HF_INDOSENT_DEBUG=1``) shows the traceback instead.
+one line on stderr and an exit code: 1 for an error the user can fix, 2 for a usage error, 128 + the signal's number
+for a stop signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: :mod:`hf_indosent.stopping`), and 141 (SIGPIPE's), with no
+message, when the reader of stdout went away (``predict | head``), as Unix tools do. ``--debug`` (or
+``HF_INDOSENT_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
+
+from hf_indosent.stopping import Interrupted, handled, raise_interrupted, say, silence
+from hf_indosent.suggest import did_you_mean
 
 DEBUG_ENV = "HF_INDOSENT_DEBUG"
 
@@ -74,19 +79,6 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-class Interrupted(Exception):
-    """The run was stopped by a signal; work is saved where the message says. Exit code 128 + signal number."""
-
-    def __init__(self, signum: int, message: str = "") -> None:
-        name = signal.Signals(signum).name
-        super().__init__(message or f"interrupted ({name}); nothing was written after that point")
-        self.signum = signum
-
-
-def raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted(signum)
-
-
 # errno -> what to do about it; the path comes from the error itself
 OS_FIXES = {
     errno.ENOSPC: "no space left on the device: free some space or write somewhere else (e.g. another --output_dir)",
@@ -108,7 +100,7 @@ def describe(err: BaseException) -> str:
         return f"{path}: {OS_FIXES[err.errno]}"
     text = " ".join(str(err).split()) or type(err).__name__
     if isinstance(err, ModuleNotFoundError):
-        return f'{text}: install the missing package (see README: pip install -e ".[...]" extras)'
+        return f'{text}: install the missing package (see docs/install.md: pip install -e ".[...]" extras)'
     return text
 
 
@@ -118,7 +110,6 @@ def known_errors() -> tuple[type[BaseException], ...]:
     for module, names in (
         ("hf_indosent.data", ("ChecksumError", "DownloadError")),
         ("hf_indosent.hub", ("HubPushError",)),
-        ("hf_indosent.run_folder", ("RunLockedError",)),
         ("hf_indosent.steps", ("NonFiniteLossError",)),
     ):
         loaded = sys.modules.get(module)  # only modules the command imported can have raised their errors
@@ -132,31 +123,36 @@ def _rank_prefix() -> str:
 
 
 def run_command(prog: str, body: Callable[[], int | None], debug: bool = False) -> int:
-    """Run ``body`` and turn known failures into one line on stderr and an exit code (see module docstring)."""
+    """Run ``body`` and turn known failures into one line on stderr and an exit code (see module docstring).
+
+    A stop signal whose default would kill the process at once (SIGTERM, SIGHUP) raises :class:`Interrupted`
+    instead, so ``finally`` blocks run and partial outputs are removed; commands that save work on a stop install
+    their own handler (:class:`hf_indosent.checkpointing.StopRequests`) inside. The final line is written only if it
+    can be: after a closed terminal or a gone reader the exit code alone tells the outcome."""
     debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    previous = None
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        previous = signal.signal(signal.SIGTERM, raise_interrupted)
-    try:
-        return int(body() or 0)
-    except Interrupted as stop:
-        if debug:
-            raise
-        print(f"{_rank_prefix()}{prog}: {stop}", file=sys.stderr)
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        print(f"{_rank_prefix()}{prog}: interrupted (Ctrl-C); nothing was written after that point", file=sys.stderr)
-        return 130
-    except Exception as err:
-        if debug or not isinstance(err, known_errors()):
-            raise
-        print(f"{_rank_prefix()}{prog}: error: {describe(err)} (--debug shows the traceback)", file=sys.stderr)
-        return 1
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with handled(raise_interrupted, over_default_only=True):
+        try:
+            return int(body() or 0)
+        except Interrupted as stop:
+            if debug:
+                raise
+            say(f"{_rank_prefix()}{prog}: {stop}", sys.stderr)
+            return 128 + stop.signum
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            say(f"{_rank_prefix()}{prog}: interrupted (Ctrl-C); nothing was written after that point", sys.stderr)
+            return 130
+        except BrokenPipeError:  # the reader of stdout went away (`predict | head`): a quiet stop, as Unix tools do
+            if debug:
+                raise
+            silence(sys.stdout)  # nothing more can reach it, Python's final flush included
+            return 128 + signal.SIGPIPE
+        except Exception as err:
+            if debug or not isinstance(err, known_errors()):
+                raise
+            say(f"{_rank_prefix()}{prog}: error: {describe(err)} (--debug shows the traceback)", sys.stderr)
+            return 1
 
 
 def dispatch(name: str, argv: list[str]) -> int:
@@ -192,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if argv[0] not in COMMANDS:
-        print(f"hf-indosent: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        hint = did_you_mean(argv[0], COMMANDS, quote=True)
+        print(f"hf-indosent: unknown command {argv[0]!r}{hint}\n\n{usage()}", file=sys.stderr)
         return 2
     return dispatch(argv[0], argv[1:])
 

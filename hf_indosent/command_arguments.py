@@ -1,7 +1,9 @@
 """The arguments of the commands besides ``train``: predict, evaluate, push, demo, baseline and export.
 
 Dataclasses with ``__post_init__`` checks that name the bad value and the fix, parsed by
-:func:`hf_indosent.arguments.parse_args`; light at import, like :mod:`hf_indosent.arguments`.
+:func:`hf_indosent.arguments.parse_args`; light at import, like :mod:`hf_indosent.arguments`. Every command that takes
+a model checks it from its files here (:func:`~hf_indosent.model_source.resolve_model_source`), so a wrong path is
+answered before torch and transformers are imported.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from hf_indosent.arguments import check, check_mixed_precision, check_numbers
+from hf_indosent.model_source import backend_files, baseline_folder, resolve_model_source
+from hf_indosent.paths import input_file_error
 
 OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 DEFAULT_PIECE_SIZE = 10_000
@@ -25,8 +29,8 @@ DEFAULT_HOST = "127.0.0.1"
 BACKENDS = ("auto", "torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8")
 """What runs the forward pass of ``predict``/``evaluate``; ``auto`` picks by the model folder's files."""
 INT8_FALLBACK_MARGIN = 0.3
-"""onnx-int8 recomputes in fp32 every text whose top two int8 probabilities are closer than this (README, Fast CPU
-inference): on SmSA about 4% of texts, which hold nearly all the labels int8 would change."""
+"""onnx-int8 recomputes in fp32 every text whose top two int8 probabilities are closer than this (docs/fast-cpu-
+inference.md): on SmSA about 4% of texts, which hold nearly all the labels int8 would change."""
 DEFAULT_OPSET = 18
 """The ONNX opset torch.onnx's exporter writes natively; a higher one is converted to after export."""
 
@@ -113,6 +117,8 @@ class InferenceArguments:
         check_fallback_margin(self.int8_fallback_margin)
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"--max_length {self.max_length} must be at least 2 tokens, or unset (the model's limit)")
+        if baseline_folder(self.model) is None:  # a TF-IDF baseline run has no transformers files to check
+            resolve_model_source(self.model, weight_files=backend_files(self.backend))
 
 
 @dataclass
@@ -188,8 +194,8 @@ class PredictArguments:
         sources = [name for name in ("texts", "file", "dataset", "submission") if getattr(self, name) is not None]
         if len(sources) > 1:
             raise ValueError(f"{' and '.join('--' + name for name in sources)} were both given: choose one input")
-        if self.file is not None and not Path(self.file).is_file():
-            raise ValueError(f"--file {self.file!r} does not exist: check the path")
+        if self.file is not None and (problem := input_file_error(self.file, "--file")):
+            raise ValueError(problem)
         if self.text_column is not None and self.file is None and self.dataset is None:
             raise ValueError("--text_column needs --file (a table with a header, JSON Lines, Parquet) or --dataset")
         if self.split is not None and self.dataset is None:
@@ -273,8 +279,8 @@ class EvaluateArguments:
             raise ValueError(f"--split {self.split!r} is unknown: use one of {list(SPLIT_CHOICES)}")
         if self.file is not None and self.data_dir is not None:
             raise ValueError("--file and --data_dir were both given: score either your file or an SmSA split")
-        if self.file is not None and not Path(self.file).is_file():
-            raise ValueError(f"--file {self.file!r} does not exist: check the path")
+        if self.file is not None and (problem := input_file_error(self.file, "--file")):
+            raise ValueError(problem)
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
 
@@ -309,6 +315,7 @@ class PushArguments:
         check_repo_id(self.repo_id)
         if self.space is not None:
             check_repo_id(self.space)
+        resolve_model_source(self.model)
 
 
 @dataclass
@@ -332,6 +339,7 @@ class DemoArguments:
             raise ValueError(f"--port {self.port} is not a TCP port: use 1..65535, or leave it unset for 7860")
         if not self.host.strip():
             raise ValueError("--host is empty: use 127.0.0.1 (this machine only) or 0.0.0.0 (your network)")
+        resolve_model_source(self.model, weight_files=backend_files("auto"))  # the demo's predictor picks by files
 
 
 BASELINE_C_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
@@ -396,6 +404,7 @@ class ExportArguments:
             self.opset >= DEFAULT_OPSET,
             f"--opset {self.opset} is too old: torch.onnx writes opset {DEFAULT_OPSET} or later (the default)",
         )
+        resolve_model_source(self.model)
 
 
 @dataclass

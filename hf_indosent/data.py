@@ -20,11 +20,15 @@ import hashlib
 import io
 import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+
+from hf_indosent.paths import path_problem
+from hf_indosent.suggest import closest
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +108,98 @@ def verify_sha256(path: str | os.PathLike, expected: str, source: str | None = N
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Input files: what cannot be read at all is refused as a whole, before any row is
+
+
+SNIFF_BYTES = 8192
+"""How much of a file is looked at to tell text from a compressed or binary file."""
+BINARY_SHARE = 0.3
+"""A file whose first :data:`SNIFF_BYTES` are this share or more of control characters or bytes that are not UTF-8
+is not text (random or compressed bytes: about 55%; UTF-16 without a byte-order mark: 50%; text with a stray NUL or a
+Latin-1 letter: a few percent, and read row by row)."""
+ENCODING_MARKS: dict[bytes, str] = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+"""Byte-order marks of text in another encoding than UTF-8, longest first."""
+COMPRESSED: dict[bytes, str] = {
+    b"\x1f\x8b": "gzip-compressed (decompress it first: gunzip -k)",
+    b"PK\x03\x04": "a zip archive (unzip it first and pass the text file inside)",
+    b"PK\x05\x06": "an empty zip archive (unzip it first and pass the text file inside)",
+    b"\xfd7zXZ\x00": "xz-compressed (decompress it first: unxz -k)",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed (decompress it first: unzstd)",
+    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive (extract it first and pass the text file inside)",
+}
+"""Magic bytes of compressed files: the file is refused with how to decompress it, whatever its name ends in."""
+BINARY_FORMATS: dict[bytes, str] = {
+    b"\x89PNG\r\n\x1a\n": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF87a": "a GIF image",
+    b"GIF89a": "a GIF image",
+    b"%PDF-": "a PDF document",
+    b"SQLite format 3\x00": "an SQLite database",
+}
+
+
+def check_input_file(path: str | os.PathLike, *, text: bool = True) -> None:
+    """Refuse, as a whole and naming it, an input file that cannot be read: one that is not there, a folder, a
+    symbolic-link loop, and (``text``) a file that is not UTF-8 text at all: compressed (say how to decompress it),
+    an image or another binary format, or text in UTF-16/32. Told by the bytes, not the name. Every command that
+    reads a file of texts (predict, predict at scale, evaluate, the demo's upload) opens it after this check, so
+    such a file never turns into rows of errors, or one blank row."""
+    problem = _path_problem(path)
+    if problem is None and text and stat.S_ISREG(os.stat(path).st_mode):
+        with open(path, "rb") as handle:
+            problem = _content_problem(handle.read(SNIFF_BYTES))
+    if problem is not None:
+        raise DataFormatError(path, *problem)
+
+
+def _path_problem(path: str | os.PathLike) -> tuple[int | None, str, str] | None:
+    """``(line, problem, fix)`` for a path that is not a readable file (see :func:`hf_indosent.paths.path_problem`)."""
+    problem = path_problem(path)
+    return None if problem is None else (None, *problem)
+
+
+def _content_problem(head: bytes) -> tuple[int | None, str, str] | None:
+    """``(line, problem, fix)`` when ``head``, a file's first bytes, shows that the file is not UTF-8 text."""
+    for mark, encoding in ENCODING_MARKS.items():
+        if head.startswith(mark):
+            return (
+                1,
+                f"is {encoding} text (it starts with a {encoding} byte-order mark), not valid UTF-8",
+                f"Re-save it as UTF-8 (e.g. `iconv -f {encoding.lower()} -t utf-8 in.txt > out.txt`)",
+            )
+    for magic, kind in COMPRESSED.items():
+        if head.startswith(magic):
+            return None, f"looks like a binary file: it is {kind}", "Pass the uncompressed UTF-8 text file"
+    for magic, kind in BINARY_FORMATS.items():
+        if head.startswith(magic):
+            return None, f"looks like a binary file ({kind}), not text", "Pass a UTF-8 text file"
+    share = _binary_share(head)
+    if share >= BINARY_SHARE:
+        return (
+            None,
+            f"looks like a binary file, not UTF-8 text ({share:.0%} of its first {len(head):,} bytes are control "
+            "characters or not UTF-8)",
+            "Pass a UTF-8 text file (re-save text in another encoding as UTF-8; decompress a compressed one)",
+        )
+    return None
+
+
+def _binary_share(head: bytes) -> float:
+    """The share of characters in ``head`` that text does not hold: C0 controls but whitespace, and bytes that are
+    not UTF-8 (each decoded as U+FFFD)."""
+    decoded = head.decode("utf-8", "replace")
+    if not decoded:
+        return 0.0
+    odd = sum(char == "\ufffd" or (char < " " and char not in "\t\n\v\f\r\b\x1b") for char in decoded)
+    return odd / len(decoded)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # File parsing
 
 
@@ -124,11 +220,9 @@ class SplitSource:
 
 def _label_fix(value: str, label_names: Sequence[str]) -> str:
     expected = ", ".join(repr(name) for name in label_names)
-    near = [name for name in label_names if name.casefold() == value.strip().casefold()]
-    if near:
-        return (
-            f"Labels are matched exactly (case and spaces count): did you mean {near[0]!r}? Expected one of {expected}"
-        )
+    near = closest(value.strip(), label_names)
+    if near is not None:
+        return f"Labels are matched exactly (case and spaces count): did you mean {near!r}? Expected one of {expected}"
     return f"Expected one of {expected}; if your data uses other label names, pass label_names=[...]"
 
 
@@ -173,10 +267,7 @@ def _csv_rows(path: str, text: str) -> Iterator[tuple[int, list[str]]]:
 def read_examples(source: SplitSource, label_names: Sequence[str] = LABEL_NAMES) -> Iterator[tuple[int, str, int]]:
     """Yield ``(line_number, text, label_id)`` for every row of ``source``; raise on the first bad row."""
     path = source.path
-    if not os.path.exists(path):
-        raise DataFormatError(path, None, "file not found", "Check the path (or data_dir) and the file name")
-    if os.path.isdir(path):
-        raise DataFormatError(path, None, "is a directory, not a file", "Pass the path of a TSV or CSV file")
+    check_input_file(path)
     with open(path, "rb") as handle:
         text = _decode(path, handle.read())
     if not text.strip():

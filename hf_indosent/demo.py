@@ -6,10 +6,12 @@ headline metrics beside them. Predictions go through :class:`hf_indosent.predict
 ``hf-indosent predict``, so the page, the CLI and the Space give the same labels.
 
 Gradio is an optional extra (``pip install -e ".[demo]"``) and is imported only inside the functions that need it.
-Bad input (an empty text, a file over the limits, a binary file) ends as a message in the page, never as a crash of
-the server. Nothing here reaches the network except what is asked for: Gradio's analytics are off unless
-``GRADIO_ANALYTICS_ENABLED`` says otherwise, the server listens on 127.0.0.1 unless ``--host``/``--share`` are given,
-and only a Hub model id (not a local folder) makes the page load that model's card from the Hub.
+Bad input (an empty text, a file over the limits, a compressed or binary file) ends as a message in the page, never as
+a crash of the server; a row that cannot be classified (an empty line, text that is not valid Unicode) keeps its place
+in the result with its error, as in ``hf-indosent predict``. Nothing here reaches the network except what is asked
+for: Gradio's analytics are off unless ``GRADIO_ANALYTICS_ENABLED`` says otherwise, the server listens on 127.0.0.1
+unless ``--host``/``--share`` are given, and only a Hub model id (not a local folder) makes the page load that model's
+card from the Hub.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from hf_indosent.hub import HubPushError, _reason, require_token
 from hf_indosent.model_card import CARD_METRICS, WIDGET_EXAMPLES
 from hf_indosent.modeling import BEST_DIR
 from hf_indosent.prediction import Predictor
-from hf_indosent.textio import BadInput, ResultWriter, read_column, read_lines
+from hf_indosent.textio import ResultWriter, open_input
 
 if TYPE_CHECKING:
     import gradio
@@ -59,8 +60,6 @@ LIMITS_TEXT = (
     f"At most {MAX_FILE_ROWS:,} rows and {MAX_FILE_BYTES // (1024 * 1024)} MB per file, {MAX_TEXT_CHARS:,} characters "
     "per text; for more, use `hf-indosent predict --file`."
 )
-SNIFF_BYTES = 8192
-"""A NUL byte in this many leading bytes marks a file as binary (UTF-8 text never contains one)."""
 CONCURRENCY_ID = "model"
 """Both tabs share one queue slot: a fast tokenizer is not safe to call from two threads at once."""
 
@@ -147,17 +146,9 @@ def metrics_markdown(model: str | Path, model_path: str, label_names: list[str])
 # The app
 
 
-def _file_rows(path: Path, text_column: str) -> Iterator[str | BadInput]:
-    """The rows of an uploaded file, read with the CLI's readers: lines, or the named column of a CSV/TSV."""
-    if text_column:
-        yield from read_column(str(path), text_column)
-        return
-    with open(path, "rb") as handle:
-        yield from read_lines(handle)
-
-
 def _check_upload(gr: Any, path: Path) -> None:
-    """Refuse files over the byte limit, empty files and binary files before anything is read as text."""
+    """Refuse files over the byte limit and empty files before anything is read (compressed and binary files are
+    refused by the CLI's own check when the file is opened)."""
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise gr.Error(
@@ -165,16 +156,8 @@ def _check_upload(gr: Any, path: Path) -> None:
             f"{MAX_FILE_BYTES // (1024 * 1024)} MB. Split it, or use `hf-indosent predict --file`.",
             print_exception=False,
         )
-    with open(path, "rb") as handle:
-        head = handle.read(SNIFF_BYTES)
-    if not head:
+    if size == 0:
         raise gr.Error(f"{path.name} is empty: upload a file with one text per line.", print_exception=False)
-    if b"\x00" in head:
-        raise gr.Error(
-            f"{path.name} looks like a binary file (it contains NUL bytes), not text: upload a UTF-8 .txt, .csv "
-            "or .tsv file.",
-            print_exception=False,
-        )
 
 
 def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | None = None) -> gradio.Blocks:
@@ -210,8 +193,8 @@ def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | No
         path = Path(file)
         column = (text_column or "").strip()
         _check_upload(gr, path)
-        try:
-            rows = list(itertools.islice(_file_rows(path, column), MAX_FILE_ROWS + 1))
+        try:  # the CLI's reading: lines, or the named column of a CSV/TSV; a file that is not text is refused
+            rows = list(itertools.islice(open_input(str(path), column or None).rows(), MAX_FILE_ROWS + 1))
         except DataFormatError as err:
             where = f", line {err.line}" if err.line is not None else ""
             fix = err.fix.replace("Set --text_column", "Type one of those names in 'Text column'")

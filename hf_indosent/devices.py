@@ -64,7 +64,7 @@ BF16_MIN_SPEEDUP = 1.3
 """How much faster than fp32 a bf16 matmul must run on this CPU for 'auto' precision to train in bf16.
 
 Flags alone do not decide it: on an AMD EPYC (Zen 4, ``avx512_bf16``) bf16 matmuls ran 4.5x fp32 and training 1.7x,
-on an Intel Xeon with the same flag but no AMX 0.54x and 0.7x (README "Device-aware defaults")."""
+on an Intel Xeon with the same flag but no AMX 0.54x and 0.7x (docs/performance.md, "Device-aware defaults")."""
 
 
 BF16_HOPELESS = 0.25

@@ -46,12 +46,20 @@ def load_labelled(args: EvaluateArguments, label_names: Sequence[str]) -> datase
     return dataset
 
 
+def predicted_id(row: int, result: dict[str, Any], label_ids: dict[str, int]) -> int:
+    """The label id predicted for data row ``row``; a row the model could not take (its tokenizer refused the text) is
+    refused by number, since scoring it as any label would change the metrics."""
+    if result["error"] is not None:
+        raise ValueError(f"example {row} of the data cannot be classified ({result['error']}): fix or remove it")
+    return label_ids[result["label"]]
+
+
 def evaluate_dataset(predictor: ChunkedPredictor, dataset: datasets.Dataset) -> dict[str, Any]:
     """Macro metrics, per-class report and confusion matrix of ``predictor`` on a labelled ``dataset``."""
     names = predictor.label_names
     label_ids = {name: index for index, name in enumerate(names)}
     results = tqdm(predictor.stream(dataset["text"]), total=dataset.num_rows, desc="Evaluating", unit="text")
-    predictions = [label_ids[result["label"]] for result in results]
+    predictions = [predicted_id(row, result, label_ids) for row, result in enumerate(results, 1)]
     references = dataset["label"]
     return {
         "num_examples": len(references),

@@ -33,34 +33,34 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    TextClassificationPipeline,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from hf_indosent.checkpointing import replace_dir
 from hf_indosent.command_arguments import DEFAULT_OPSET, ExportArguments
-from hf_indosent.modeling import (
+from hf_indosent.folder_lock import FolderLock, holds_files
+from hf_indosent.model_source import (
     CONFIG_FILE,
+    ONNX_BACKEND_FILES,
     ONNX_FILE,
     ONNX_INT8_FILE,
     TOKENIZER_FILES,
     WEIGHT_FILES,
-    label_names_of,
+    ModelSourceError,
+    check_onnx,
+    export_again,
     resolve_model_source,
+    short_reason,
 )
+from hf_indosent.model_source import EXPORT_MANIFEST as MANIFEST_FILE
+from hf_indosent.model_source import backend_files as backend_files  # re-exported: the predictor picks files by it
+from hf_indosent.modeling import label_names_of, load_classifier, load_config, load_tokenizer
+from hf_indosent.shell import command
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "onnx_export.json"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 """The tokenizer outputs an export may take, in this order; a model gets those its tokenizer and forward both know."""
-ONNX_BACKEND_FILES = {"onnx": ONNX_FILE, "onnx-int8": ONNX_INT8_FILE}
 INT8_SETTINGS = {"weight_type": "QInt8", "per_channel": True, "reduce_range": False}
 """ONNX Runtime dynamic quantization, measured best on AVX2: per channel keeps labels closer to fp32 at equal speed."""
 PARITY_TOLERANCE = 1e-3
@@ -157,14 +157,6 @@ def onnx_session(path: str | Path, purpose: str, spinning: bool = True) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def backend_files(backend: str) -> Sequence[str]:
-    """The weight files ``backend`` can load (one is enough), for :func:`~hf_indosent.modeling.resolve_model_source`;
-    ``auto`` takes any of them."""
-    if backend == "auto":
-        return (*WEIGHT_FILES, *ONNX_BACKEND_FILES.values())
-    return (ONNX_BACKEND_FILES[backend],) if backend in ONNX_BACKEND_FILES else WEIGHT_FILES
-
-
 def auto_backend(model_path: str, device_type: str) -> str:
     """``auto``: the int8 export, else the fp32 one, else torch; a GPU run keeps torch where the folder has weights."""
     folder = Path(model_path)
@@ -173,14 +165,43 @@ def auto_backend(model_path: str, device_type: str) -> str:
     return next((name for name in ("onnx-int8", "onnx") if (folder / ONNX_BACKEND_FILES[name]).is_file()), "torch")
 
 
-def pipeline_model(model_path: str, backend: str, int8_fallback_margin: float = 0.0) -> dict[str, Any]:
-    """What ``transformers.pipeline`` gets for ``backend``: the folder to load, or the ONNX classifier and its class.
+def export_session(path: Path, purpose: str, spinning: bool = True) -> Any:
+    """:func:`onnx_session` on a file of an export folder, checked: a truncated or corrupt file is refused by its
+    layout before ONNX Runtime reads it, and any file ONNX Runtime still cannot load, in the same one line."""
+    check_onnx(path)
+    onnx_module("onnxruntime", purpose)  # its own one line when missing, before the import below
+    from onnxruntime.capi.onnxruntime_pybind11_state import (
+        Fail,
+        InvalidArgument,
+        InvalidGraph,
+        InvalidProtobuf,
+        NoSuchFile,
+        RuntimeException,
+    )
+
+    try:
+        return onnx_session(path, purpose, spinning)
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile, RuntimeException) as err:
+        raise ModelSourceError(
+            f"{path}: ONNX Runtime cannot load it ({short_reason(err)}): {export_again(path.parent)}"
+        ) from None
+
+
+def pipeline_model(
+    model_path: str, backend: str, int8_fallback_margin: float = 0.0, revision: str | None = None
+) -> dict[str, Any]:
+    """What ``transformers.pipeline`` gets for ``backend``: the loaded and checked model and its tokenizer, plus the
+    pipeline class for the ONNX classifier. The torch backends load through
+    :func:`~hf_indosent.modeling.load_classifier`, so a folder whose weights do not match its config is refused, never
+    run with fresh layers; the ONNX ones through :func:`export_session`.
 
     ``onnx-int8`` with ``int8_fallback_margin`` > 0 also loads the folder's fp32 ``model.onnx`` for its close calls
     (see :class:`OnnxSequenceClassifier`).
     """
     if backend not in ONNX_BACKEND_FILES:
-        return {"model": model_path}
+        # dtype "auto", as pipeline() loads a model by name: the weights' own dtype.
+        model = load_classifier(model_path, revision, dtype="auto")
+        return {"model": model, "tokenizer": load_tokenizer(model_path, revision)}
     folder = Path(model_path)
     if not folder.is_dir():
         raise ValueError(
@@ -194,10 +215,14 @@ def pipeline_model(model_path: str, backend: str, int8_fallback_margin: float = 
             f"{model_path!r} has {ONNX_INT8_FILE} but no {ONNX_FILE} to recompute close calls in fp32: pass "
             f"--int8_fallback_margin 0 to run int8 alone, or export the model again"
         )
-    session = onnx_session(folder / ONNX_BACKEND_FILES[backend], purpose, spinning=not with_fallback)
-    fallback = onnx_session(folder / ONNX_FILE, purpose, spinning=False) if with_fallback else None
-    classifier = OnnxSequenceClassifier(AutoConfig.from_pretrained(model_path), session, fallback, int8_fallback_margin)
-    return {"model": classifier, "tokenizer": model_path, "pipeline_class": OnnxTextClassificationPipeline}
+    session = export_session(folder / ONNX_BACKEND_FILES[backend], purpose, spinning=not with_fallback)
+    fallback = export_session(folder / ONNX_FILE, purpose, spinning=False) if with_fallback else None
+    classifier = OnnxSequenceClassifier(load_config(model_path), session, fallback, int8_fallback_margin)
+    return {
+        "model": classifier,
+        "tokenizer": load_tokenizer(model_path),
+        "pipeline_class": OnnxTextClassificationPipeline,
+    }
 
 
 def quantize_linear_layers(model: torch.nn.Module) -> None:
@@ -263,9 +288,6 @@ def export(
     """
     for name in ("onnx", "onnxscript", "onnxruntime"):
         onnx_module(name, "hf-indosent export")
-    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
-    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     source = Path(resolve_model_source(model))
     if not source.is_dir():
@@ -277,9 +299,19 @@ def export(
     target = Path(output_dir).expanduser()
     check_output_dir(target, source)
 
+    with FolderLock(target, job="export"):  # one writer per folder: a second export is refused, naming this one
+        return _write_export(source, target, label_names, int8=int8, opset=opset)
+
+
+def _write_export(source: Path, target: Path, label_names: list[str], *, int8: bool, opset: int) -> dict[str, Any]:
+    """Trace, check and quantize ``source`` into a staging folder, then swap it onto ``target`` (see :func:`export`)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     # Eager attention traces to plain MatMul/Softmax; sdpa adds NaN guards to every layer (measured slower in ORT).
-    torch_model = AutoModelForSequenceClassification.from_pretrained(source, attn_implementation="eager").eval()
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    torch_model = load_classifier(source, attn_implementation="eager").eval()
+    tokenizer = load_tokenizer(str(source))
     names = input_names(torch_model, tokenizer)
     check_inputs = encode(tokenizer, CHECK_TEXTS, names)
     with torch.inference_mode():
@@ -357,7 +389,7 @@ def check_output_dir(target: Path, source: Path) -> None:
         raise ValueError(f"--output_dir {os.fspath(target)!r} is a file: pass a folder (it is created)")
     if target.is_dir() and target.resolve() == source.resolve():
         raise ValueError(f"--output_dir {os.fspath(target)!r} is the model folder itself: write the export to its own")
-    if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_FILE).is_file():
+    if holds_files(target) and not (target / MANIFEST_FILE).is_file():
         raise ValueError(
             f"--output_dir {os.fspath(target)!r} already holds files that are not an `hf-indosent export`: choose a "
             "new or empty folder"
@@ -372,5 +404,8 @@ def cli_run(args: ExportArguments) -> int:
         f"{name} ({(target / name).stat().st_size / 2**20:.1f} MiB, logits within {difference:.1g} of PyTorch)"
         for name, difference in manifest["max_abs_logit_difference_vs_torch"].items()
     )
-    print(f"wrote {target}: {written}; run it with: hf-indosent predict --model {target}", file=sys.stderr)
+    print(
+        f"wrote {target}: {written}; run it with: {command('hf-indosent', 'predict', '--model', target)}",
+        file=sys.stderr,
+    )
     return 0

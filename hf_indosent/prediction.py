@@ -7,8 +7,9 @@ and cut into batches of similar lengths (little padding), and the input order is
 On the CPU, a backend (:mod:`hf_indosent.export`: int8 PyTorch, or ONNX Runtime on an exported folder) can replace the
 model inside the pipeline; everything else here stays the same.
 
-Bad input never shifts rows. Empty or whitespace-only texts, non-strings and undecodable lines get an output row with
-no label and an ``error`` that says why; row i of the output always belongs to row i of the input.
+Bad input never shifts rows. Empty or whitespace-only texts, non-strings, undecodable lines, texts that are not valid
+Unicode (:func:`hf_indosent.textio.text_problem`) and any text the tokenizer still refuses get an output row with no
+label and an ``error`` that says why; row i of the output always belongs to row i of the input.
 
 Reading inputs and writing outputs lives in :mod:`hf_indosent.textio`; runs over several processes, or resumable ones,
 in :mod:`hf_indosent.predict_at_scale`, both with this module's :class:`Predictor`.
@@ -17,13 +18,15 @@ in :mod:`hf_indosent.predict_at_scale`, both with this module's :class:`Predicto
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import sys
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,14 +51,17 @@ from hf_indosent.modeling import baseline_folder, label_names_of, max_positions,
 from hf_indosent.textio import (
     BadInput,
     ResultWriter,
+    arrow_values,
     atomic_path,
     check_output_file,
     check_output_spares_inputs,
     folder_fingerprint,
     open_input,
     read_lines,
+    reader_gone,
     result_columns,
     result_table,
+    text_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,6 +116,11 @@ class ChunkedPredictor:
     max_length: int | None
     chunk_size: int
 
+    @staticmethod
+    def before_batch() -> None:
+        """Called before each chunk and each model batch: a place to stop between them. ``hf-indosent predict`` sets
+        it to flush its output and stop once the reader of a pipe has gone (:func:`stop_when_reader_gone`)."""
+
     def __call__(self, texts: str | Iterable[Any]) -> list[dict[str, Any]]:
         """One result per input: ``{"label", "scores": {name: probability}, "error"}`` (see module docstring)."""
         return list(self.stream([texts] if isinstance(texts, str) else texts))
@@ -117,7 +128,11 @@ class ChunkedPredictor:
     def stream(self, rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
         """Lazily yield one result per input row, in input order, holding at most ``chunk_size`` rows at a time."""
         iterator = iter(rows)
-        while chunk := list(itertools.islice(iterator, self.chunk_size)):
+        while True:
+            self.before_batch()  # before the next chunk is read: the rows so far are out, and wanted
+            chunk = list(itertools.islice(iterator, self.chunk_size))
+            if not chunk:
+                return
             yield from self._predict_chunk(chunk)
 
     def _predict_chunk(self, chunk: Sequence[Any]) -> list[dict[str, Any]]:
@@ -170,7 +185,7 @@ class Predictor(ChunkedPredictor):
         resolved = backend_device(self.backend, device)
         self.pipe = pipeline(
             "text-classification",
-            **pipeline_model(self.model_path, self.backend, self.int8_fallback_margin),
+            **pipeline_model(self.model_path, self.backend, self.int8_fallback_margin, revision),
             revision=revision,
             device=resolved,
             truncation=True,
@@ -239,38 +254,64 @@ class Predictor(ChunkedPredictor):
 
     def _predict_chunk(self, chunk: Sequence[Any]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{}] * len(chunk)
-        positions, texts = [], []
+        usable: dict[int, str] = {}
         for position, row in enumerate(chunk):
             reason = input_error(row)
             if reason is None:
-                positions.append(position)
-                texts.append(row)
+                usable[position] = row
             else:
-                results[position] = {"label": None, "scores": None, "error": reason}
-        if not texts:
-            return results
-        tokenizer = self.pipe.tokenizer
-        lengths = tokenizer(texts, truncation=True, max_length=self.max_length, return_length=True)["length"]
-        for batch in self._batches(lengths):
-            inputs = tokenizer(
-                [texts[index] for index in batch],
-                truncation=True,
-                max_length=self.max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            with torch.inference_mode(), self._precision():
-                logits = self.pipe.forward(inputs)["logits"].float()
-            for row, index in enumerate(batch):
-                # top_k=None without sorting: one {"label", "score"} per label, in id order.
-                scores = self.pipe.postprocess({"logits": logits[row : row + 1]}, top_k=None)
-                best = max(scores, key=lambda item: item["score"])
-                results[positions[index]] = {
-                    "label": best["label"],
-                    "scores": {item["label"]: item["score"] for item in scores},
-                    "error": None,
-                }
+                results[position] = error_result(reason)
+        lengths: dict[int, int] = {}
+        for position, length in self._token_lengths(usable).items():
+            if isinstance(length, str):
+                results[position] = error_result(length)
+            else:
+                lengths[position] = length
+        positions = list(lengths)
+        for batch in self._batches(list(lengths.values())):
+            self.before_batch()
+            batch_positions = [positions[index] for index in batch]
+            batch_results = self._predict_batch([usable[position] for position in batch_positions])
+            for position, result in zip(batch_positions, batch_results, strict=True):
+                results[position] = result
         return results
+
+    def _predict_batch(self, texts: list[str]) -> list[dict[str, Any]]:
+        inputs = self.pipe.tokenizer(
+            texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+        )
+        with torch.inference_mode(), self._precision():
+            logits = self.pipe.forward(inputs)["logits"].float()
+        results = []
+        for row in range(len(texts)):
+            # top_k=None without sorting: one {"label", "score"} per label, in id order.
+            scores = self.pipe.postprocess({"logits": logits[row : row + 1]}, top_k=None)
+            best = max(scores, key=lambda item: item["score"])
+            results.append(
+                {"label": best["label"], "scores": {item["label"]: item["score"] for item in scores}, "error": None}
+            )
+        return results
+
+    def _token_lengths(self, texts: dict[int, str]) -> dict[int, int | str]:
+        """Position -> token count of each text, or why the tokenizer refuses it. The texts go to the tokenizer
+        together; only if that fails, one at a time, so a text it cannot take (whatever the reason) costs its own row,
+        not the chunk, and the retry costs time only when something failed. Every text batched later was taken here."""
+        if not texts:
+            return {}
+        options = {"truncation": True, "max_length": self.max_length, "return_length": True}
+        tokenize = functools.partial(self.pipe.tokenizer, **options)
+        try:
+            return dict(zip(texts, tokenize(list(texts.values()))["length"], strict=True))
+        except Exception:  # any failure: the texts behind it are found below
+            pass
+        lengths: dict[int, int | str] = {}
+        for position, text in texts.items():
+            try:
+                (lengths[position],) = tokenize([text])["length"]
+            except Exception as err:  # a tokenizer's errors have no common type
+                reason = " ".join(str(err).split()) or "no message"
+                lengths[position] = f"the tokenizer cannot take this text ({type(err).__name__}: {reason})"
+        return lengths
 
 
 def warn_if_bf16_is_slow() -> None:
@@ -286,14 +327,20 @@ def warn_if_bf16_is_slow() -> None:
 
 
 def input_error(row: Any) -> str | None:
-    """Why ``row`` cannot be classified, or ``None`` when it is a usable text."""
+    """Why ``row`` cannot be classified, or ``None`` when it is a usable text: the one check of every row, whatever
+    it came from (arguments, stdin, a file, a dataset, the demo) and whatever predicts it."""
     if isinstance(row, BadInput):
         return row.reason
     if not isinstance(row, str):
         return f"not a text: got {type(row).__name__}"
     if not row.strip():
         return "empty text"
-    return None
+    return text_problem(row)
+
+
+def error_result(reason: str) -> dict[str, Any]:
+    """The result of a row that cannot be classified: no label, no scores, and why."""
+    return {"label": None, "scores": None, "error": reason}
 
 
 def predict(
@@ -352,14 +399,15 @@ def predict_dataset(
     for column in columns:
         features[prefix + column] = datasets.Value("float64" if column.startswith("score") else "string")
 
-    def label(texts: list[Any]) -> dict[str, list[Any]]:
+    def label(arrow_texts: Any) -> dict[str, list[Any]]:
+        texts = arrow_values(arrow_texts)  # read from Arrow here: a string that is not UTF-8 fails its row, not the map
         table = result_table(columns, 0, texts, predictor.stream(texts))
         return {prefix + column: values for column, values in table.items()}
 
     identity = [dataset._fingerprint, model_identity(predictor.model_path, predictor.revision)]
     identity += [str(predictor.device), predictor.backend, predictor.max_length, predictor.batch_size]
     identity += [predictor.max_batch_tokens, predictor.chunk_size, predictor.int8_fallback_margin]
-    return dataset.map(
+    labelled = dataset.with_format("arrow").map(
         label,
         batched=True,
         batch_size=predictor.chunk_size,
@@ -367,6 +415,19 @@ def predict_dataset(
         features=features,
         new_fingerprint=hashlib.sha256(json.dumps([*identity, text_column, columns, prefix]).encode()).hexdigest(),
         desc="predict",
+    )
+    return formatted_like(labelled, dataset)
+
+
+def formatted_like(result: datasets.Dataset, dataset: datasets.Dataset) -> datasets.Dataset:
+    """``result`` (``dataset`` with columns added, mapped in Arrow format) in ``dataset``'s format, as ``map`` keeps
+    it: the same type, and the added columns among the formatted ones when only some were."""
+    form = dataset.format
+    columns = None
+    if form["columns"] != dataset.column_names:
+        columns = [*form["columns"], *(name for name in result.column_names if name not in dataset.column_names)]
+    return result.with_format(
+        form["type"], columns=columns, output_all_columns=form["output_all_columns"], **form["format_kwargs"]
     )
 
 
@@ -403,13 +464,28 @@ def write_submission(predictor: Predictor, texts: Iterable[str], path: str | Pat
 # Command line
 
 
-def _input_rows(args: PredictArguments) -> Iterator[Any]:
+def input_rows(args: PredictArguments) -> Iterator[Any]:
+    """The rows of ``--texts``, ``--file``, ``--dataset`` or stdin; a file or dataset is opened (and refused, if it
+    cannot be read at all) now, before the model is loaded."""
     if args.texts is not None:
-        yield from args.texts
-    elif args.file is None and args.dataset is None:
-        yield from read_lines(sys.stdin.buffer)
-    else:
-        yield from open_input(args.file, args.text_column, dataset=args.dataset, split=args.split).rows()
+        return iter(args.texts)
+    if args.file is None and args.dataset is None:
+        return read_lines(sys.stdin.buffer)
+    return open_input(args.file, args.text_column, dataset=args.dataset, split=args.split).rows()
+
+
+def stop_when_reader_gone(handle: IO[str]) -> Callable[[], None]:
+    """A :meth:`ChunkedPredictor.before_batch` for output to ``handle``: flush the rows written so far (they reach
+    the reader now, and a closed pipe shows as EPIPE), then stop with BrokenPipeError if ``handle`` is a pipe whose
+    reader has gone, so ``predict | head`` stops within a batch, not a chunk or the whole input, with nothing half
+    written. The CLI runner exits quietly on it (and points stdout at /dev/null for Python's final flush)."""
+
+    def check() -> None:
+        handle.flush()
+        if reader_gone(handle):
+            raise BrokenPipeError(errno.EPIPE, "the reader of the output has gone")
+
+    return check
 
 
 def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[str, int]:
@@ -426,8 +502,9 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
             "--include_text and --include_scores shape the piece-wise output, but this run writes in one go (always "
             "with the text and every score): add --resumable, or drop them"
         )
+    rows = input_rows(args) if args.submission is None else None  # an unreadable file: refused before the model loads
     predictor = load_predictor(inference)
-    if args.submission is not None:
+    if rows is None:
         test = load_smsa(data_dir=args.data_dir, cache_dir=args.dataset_cache_dir)["test"]
         path, archive = write_submission(predictor, test["text"], args.submission)
         logger.info("wrote %s (%d rows) and %s for the IndoNLU CodaLab portal", path, test.num_rows, archive)
@@ -439,8 +516,10 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
         if args.output is not None:
             temp = stack.enter_context(atomic_path(args.output))
             handle = stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
+        else:
+            predictor.before_batch = stop_when_reader_gone(handle)
         writer = ResultWriter(handle, args.output_format, predictor.label_names)
-        rows_a, rows_b = itertools.tee(_input_rows(args))
+        rows_a, rows_b = itertools.tee(rows)
         for index, (row, result) in enumerate(zip(rows_a, predictor.stream(rows_b), strict=True)):
             writer.write(index, row, result)
             counts["rows"] += 1

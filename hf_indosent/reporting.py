@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 
 from hf_indosent.checkpointing import write_atomic
 from hf_indosent.metrics import confusion_array
+from hf_indosent.shell import command
 
 _SHORT = {"accuracy": "ACC", "f1": "F1", "recall": "REC", "precision": "PRE"}
 
@@ -45,20 +46,26 @@ def start_summary(facts: Mapping[str, Any]) -> str:
     )
 
 
-def final_summary(run_dir: Path, results: Mapping[str, Any], minutes: float, data_hint: str) -> str:
-    """The outcome and the next commands, ready to paste."""
+def final_summary(run_dir: Path, results: Mapping[str, Any], minutes: float, data_dir: str | None = None) -> str:
+    """The outcome and the next commands, ready to paste (quoted: a run folder may have spaces or accents in it).
+
+    ``data_dir``: the run's ``--data_dir``, which evaluating it needs again (``None`` for the default download)."""
     metric = results["metric_for_best_model"]
     validation = results["validation"]
-    run = str(run_dir)
+    run = Path(run_dir)
+    data = ("--data_dir", data_dir) if data_dir else ()
+    next_commands = [
+        ("predict", "--model", run, "--texts", "makanan nya enak sekali ."),
+        ("evaluate", "--model", run, "--split", "validation", *data, "--output_dir", run / "eval"),
+        ("push", "--model", run, "--repo-id", "your-user/your-model"),
+    ]
     return "\n".join(
         [
             f"Done in {minutes:.1f} min: best epoch {results['best_epoch']} of {results['epochs_completed']}, "
             f"validation {metric} {validation[metric]:.4f} ({metrics_to_string(validation)}).",
-            f"Best model: {Path(run_dir) / 'best'}   (metrics.json, log.jsonl and plots beside it)",
+            f"Best model: {run / 'best'}   (metrics.json, log.jsonl and plots beside it)",
             "Next:",
-            f'  hf-indosent predict --model {run} --texts "makanan nya enak sekali ."',
-            f"  hf-indosent evaluate --model {run} --split validation{data_hint} --output_dir {run}/eval",
-            f"  hf-indosent push --model {run} --repo-id your-user/your-model",
+            *(f"  {command('hf-indosent', *parts)}" for parts in next_commands),
         ]
     )
 

@@ -8,14 +8,8 @@ comparison of a resumed run's settings with the ones it started with, and ``args
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
-import os
-import shlex
 import shutil
-import socket
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +18,11 @@ from accelerate.utils import broadcast_object_list
 
 from hf_indosent.arguments import ArgumentError
 from hf_indosent.checkpointing import CHECKPOINTS, TrainState, write_atomic
+from hf_indosent.folder_lock import LOCK_FILE as LOCK_FILE  # re-exported: a run folder's lock file
+from hf_indosent.folder_lock import FolderLock, FolderLockedError
 from hf_indosent.modeling import BEST_DIR
+from hf_indosent.shell import resume_command
 
-LOCK_FILE = ".lock"
 ARGS_FILE = "args.json"
 RUN_FILES = (
     BEST_DIR,
@@ -63,80 +59,28 @@ DEVICE_RESOLVED = frozenset({"micro_batches", "packing", "tf32"})
 """Training settings whose unset value resolves per device; args.json's ``launch`` records what they resolved to."""
 
 
-class RunLockedError(RuntimeError):
-    """Another live process is training into the same output_dir."""
+class RunLock(FolderLock):
+    """The lock of a run folder (:class:`~hf_indosent.folder_lock.FolderLock`), by default held by a training run."""
+
+    def __init__(self, run_dir: Path, main_process: bool | None = None, job: str = "training run") -> None:
+        super().__init__(run_dir, job=job, main_process=main_process)
 
 
-class RunLock:
-    """An exclusive lock on a run folder, so two trainings never write into it together.
+def lock_run_dir(run_dir: Path, accelerator: Accelerator, job: str = "training run") -> FolderLock:
+    """Take the run folder's lock on the main process; every process raises if it is taken (no process hangs).
 
-    ``flock`` on ``output_dir/.lock``: the kernel drops it when its process dies, however it dies, so a stale lock
-    (its process gone, its file left behind) is simply taken over. The file names the holder (pid, host, start time)
-    for the refusal, and is removed when the run ends.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
-        self.fd: int | None = None
-        self.created = False
-
-    def acquire(self) -> None:
-        self.created = not self.path.parent.exists()  # removed again on release if nothing was written into it
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 4096).decode("utf-8", "replace")
-                os.close(fd)
-                raise RunLockedError(
-                    f"output_dir {str(self.path.parent)!r} is in use by another training run ({_holder(holder)}): "
-                    "wait for it to finish or stop it, or choose another --output_dir"
-                ) from None
-            try:
-                same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same_file = False
-            if same_file:
-                break
-            os.close(fd)  # the holder removed the file while we waited for it: lock the new one instead
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)  # before closing: a process that opens it next locks a new file
-            os.close(self.fd)
-            self.fd = None
-            if self.created and not any(self.path.parent.iterdir()):
-                self.path.parent.rmdir()  # a run refused before it wrote anything leaves no empty folder
-
-
-def _holder(record: str) -> str:
-    try:
-        info = json.loads(record)
-        return f"process {info['pid']} on {info['host']}, started {info['started']}"
-    except (ValueError, KeyError, TypeError):
-        return "another process"
-
-
-def lock_run_dir(run_dir: Path, accelerator: Accelerator) -> RunLock:
-    """Take the run folder's lock on the main process; every process raises if it is taken (no process hangs)."""
-    lock = RunLock(run_dir)
+    Use it as a context manager (``with lock_run_dir(...):``) or :meth:`~FolderLock.release` it."""
+    lock = RunLock(run_dir, accelerator.is_main_process, job)
     problem: Exception | None = None
-    if accelerator.is_main_process:
-        try:
-            lock.acquire()
-        except (RunLockedError, OSError) as err:
-            problem = err
+    try:
+        lock.acquire()
+    except OSError as err:  # FolderLockedError, or a folder that cannot be made
+        problem = err
     if accelerator.num_processes > 1:
         shared = [None if problem is None else str(problem)]
         broadcast_object_list(shared, from_process=0)
         if problem is None and shared[0] is not None:
-            problem = RunLockedError(shared[0])
+            problem = FolderLockedError(shared[0])
     if problem is not None:
         raise problem
     return lock
@@ -271,73 +215,4 @@ def stopped_message(state: TrainState, path: Path) -> str:
     return (
         f"stopped: checkpoint saved at epoch {state.epoch + 1}, step {state.global_step} ({path}). "
         f"Continue with: {resume_command()}"
-    )
-
-
-def launcher_command() -> list[str] | None:
-    """The parent's command line when it is ``accelerate launch`` (Linux ``/proc``), else ``None``.
-
-    Read so a resume command repeats the launcher's own options (``--config_file``, ``--num_processes``, ...)."""
-    try:
-        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
-    except OSError:
-        return None
-    parent = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-    names = [Path(part).name for part in parent[:3]]
-    return parent if "launch" in parent and any(name.startswith("accelerate") for name in names) else None
-
-
-BOOLEAN_WORDS = ("true", "false", "yes", "no", "1", "0")
-
-
-def rerun_command(
-    argv: list[str] | None = None,
-    launcher: list[str] | None = None,
-    *,
-    drop_flags: tuple[str, ...] = (),
-    drop_values: tuple[str, ...] = (),
-    add: tuple[str, ...] = (),
-) -> str:
-    """This process's own command line again, without the options in ``drop_flags`` (booleans, with or without a
-    value) and ``drop_values`` (with their value), and with ``add`` at the end.
-
-    Under ``accelerate launch`` (``launcher``: its command line; default: read from the parent process) the launcher
-    options come along, so a run on 4 processes continues on 4."""
-    argv = list(sys.argv if argv is None else argv)
-    script, rest = argv[0], argv[1:]
-    kept: list[str] = []
-    skip = False
-    for index, arg in enumerate(rest):
-        if skip:
-            skip = False
-            continue
-        name = arg.split("=", 1)[0]
-        if name in drop_flags or name in drop_values:
-            following = rest[index + 1] if index + 1 < len(rest) else ""
-            skip = "=" not in arg and (name in drop_values or following.lower() in BOOLEAN_WORDS)
-            continue
-        kept.append(arg)
-    if Path(script).name == "hf-indosent":
-        prefix = ["hf-indosent"]
-    elif "ACCELERATE_MIXED_PRECISION" in os.environ:  # set by `accelerate launch`
-        launcher = launcher if launcher is not None else launcher_command()
-        # the launcher's line ends with the script (or -m module) and exactly this process's arguments
-        tail = len(launcher or []) - len(rest) - 1
-        if launcher and "launch" in launcher[:tail] and launcher[tail + 1 :] == rest:
-            prefix = ["accelerate", *launcher[launcher.index("launch") : tail + 1]]
-        else:
-            prefix = ["accelerate", "launch", script]
-    else:
-        prefix = ["python", script]
-    return shlex.join([*prefix, *kept, *add])
-
-
-def resume_command(argv: list[str] | None = None, launcher: list[str] | None = None) -> str:
-    """This run's own command line with ``--resume_from_checkpoint latest`` (and without overwriting)."""
-    return rerun_command(
-        argv,
-        launcher,
-        drop_flags=("--overwrite_output_dir",),
-        drop_values=("--resume_from_checkpoint",),
-        add=("--resume_from_checkpoint", "latest"),
     )

@@ -6,10 +6,11 @@ its own process, so a seed that crashes is reported and the others still run. Ea
 ``<output_dir>/seed-N.log``. At the end, ``<output_dir>/seeds.json`` holds every seed's validation metrics and their
 mean and sample standard deviation (:func:`aggregate`), also printed as a Markdown table.
 
-A multi-seed run takes hours, so it is resumable as a whole: ``seeds.json`` is rewritten after every seed, Ctrl-C or
-SIGTERM is passed on to the seed training now (which stops after its current step and saves a checkpoint, as it
-would alone), and running the same command again keeps the finished seeds, resumes the stopped one from its last
-checkpoint and trains the rest.
+A multi-seed run takes hours, so it is resumable as a whole: ``seeds.json`` is rewritten after every seed, a stop
+signal (Ctrl-C, SIGTERM, or SIGHUP when the terminal closes) is passed on to the seed training now (which stops after
+its current step and saves a checkpoint, as it would alone), and running the same command again keeps the finished
+seeds, resumes the stopped one from its last checkpoint and trains the rest. The output folder is locked while it
+runs (:class:`~hf_indosent.folder_lock.FolderLock`): a second runner into it is refused at once.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from typing import Any
 
 from hf_indosent.arguments import SEED_RANGE
 from hf_indosent.checkpointing import list_checkpoints
+from hf_indosent.folder_lock import FolderLock
 from hf_indosent.metrics import METRIC_NAMES
 from hf_indosent.reporting import write_json
+from hf_indosent.shell import command
+from hf_indosent.stopping import handled, leave_closed_terminal, say
 
 RESERVED = ("--seed", "--output_dir", "--resume_from_checkpoint")
 """Training options this script sets itself, one value per seed."""
@@ -68,23 +72,22 @@ def last_line(log: Path) -> str:
 
 
 def wait_passing_signals(process: subprocess.Popen) -> tuple[int, int | None]:
-    """Wait for a seed's training; SIGINT/SIGTERM sent to this script go to it, once per signal received.
+    """Wait for a seed's training; stop signals sent to this script go to it, once per signal received.
 
-    The training runs in its own session, so a Ctrl-C in the terminal reaches it only through here: one Ctrl-C is
-    one SIGINT (training stops after its current step with a checkpoint), a second one stops it at once, as when it
-    runs alone. Python's own ``subprocess.run`` would kill it 0.25 s after a Ctrl-C, mid-checkpoint."""
+    The training runs in its own session, so a Ctrl-C in the terminal (or the terminal closing) reaches it only
+    through here: one Ctrl-C is one SIGINT (training stops after its current step with a checkpoint), a second one
+    stops it at once, as when it runs alone. Python's own ``subprocess.run`` would kill it 0.25 s after a Ctrl-C,
+    mid-checkpoint. A signal ignored at start (``nohup``) stays ignored here, as in the training."""
     received: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
+        if signum == signal.SIGHUP:
+            leave_closed_terminal()
         received.append(signum)
         process.send_signal(signum)
 
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with handled(forward):
         returncode = process.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return returncode, received[0] if received else None
 
 
@@ -187,8 +190,8 @@ def check_same_recipe(output_dir: Path, train_args: Sequence[str]) -> None:
     recipe = [arg for arg in train_args if arg != OVERWRITE]
     if earlier is not None and [arg for arg in earlier if arg != OVERWRITE] != recipe:
         raise ValueError(
-            f"{output_dir} holds seeds of other training options ({' '.join(earlier) or 'none'}; now "
-            f"{' '.join(train_args) or 'none'}): choose another --output_dir, or pass {OVERWRITE} to train every "
+            f"{output_dir} holds seeds of other training options ({command(*earlier) or 'none'}; now "
+            f"{command(*train_args) or 'none'}): choose another --output_dir, or pass {OVERWRITE} to train every "
             "seed again"
         )
 
@@ -196,14 +199,23 @@ def check_same_recipe(output_dir: Path, train_args: Sequence[str]) -> None:
 def run_seeds(
     seeds: Sequence[int], output_dir: Path, train_args: Sequence[str], train_command: Sequence[str]
 ) -> dict[str, Any]:
-    """Every seed in turn (a failure does not stop the others, a Ctrl-C does), ``seeds.json`` after each."""
+    """Every seed in turn (a failure does not stop the others, a Ctrl-C does), ``seeds.json`` after each; the output
+    folder locked throughout."""
     check_training_args(train_args)
-    check_same_recipe(output_dir, train_args)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(output_dir, job="seeds run"):
+        check_same_recipe(output_dir, train_args)
+        return train_seeds(seeds, output_dir, train_args, train_command)
+
+
+def train_seeds(
+    seeds: Sequence[int], output_dir: Path, train_args: Sequence[str], train_command: Sequence[str]
+) -> dict[str, Any]:
+    """The seeds' trainings, one after another; progress lines survive a closed terminal (:func:`say`)."""
     results: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
     for seed in seeds:
-        print(f"seed {seed}: training into {output_dir / f'seed-{seed}'} (log: {output_dir / f'seed-{seed}.log'})")
+        run_dir, log = output_dir / f"seed-{seed}", output_dir / f"seed-{seed}.log"
+        say(f"seed {seed}: training into {run_dir} (log: {log})", sys.stdout)
         result = run_seed(train_command, train_args, seed, output_dir)
         if result.get("reused"):
             outcome = f"already trained by an earlier run, kept: validation f1 {result['validation']['f1']:.4f}"
@@ -211,7 +223,7 @@ def run_seeds(
             outcome = f"ok in {result['seconds'] / 60:.1f} min: validation f1 {result['validation']['f1']:.4f}"
         else:
             outcome = f"{result['status']} in {result['seconds'] / 60:.1f} min: {result['error']}"
-        print(f"seed {seed}: {outcome}", flush=True)
+        say(f"seed {seed}: {outcome}", sys.stdout)
         results.append(result)
         stopped = result["status"] == "stopped"
         left = list(seeds[len(results) :]) if stopped else []
@@ -225,7 +237,8 @@ def run_seeds(
 
 def main(argv: Sequence[str] | None = None, *, train_script: Path) -> int:
     """The command line (``train_script``: scripts/train.py): exit 0 when every seed trained, 1 when one failed (the
-    others are still reported), 2 on a usage error, 130 / 143 when stopped by Ctrl-C / SIGTERM (rerun to continue)."""
+    others are still reported) or the folder is another runner's, 2 on a usage error, 128 + the signal's number when
+    stopped by a stop signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; rerun to continue)."""
     parser = argparse.ArgumentParser(
         prog="seeds.py",
         description="Run one training recipe over several seeds and report mean ± std of the validation metrics. "
@@ -243,16 +256,19 @@ def main(argv: Sequence[str] | None = None, *, train_script: Path) -> int:
     try:
         report = run_seeds(seeds, Path(args.output_dir), train_args, [sys.executable, str(train_script)])
     except ValueError as err:
-        print(f"seeds.py: error: {err}", file=sys.stderr)
+        say(f"seeds.py: error: {err}", sys.stderr)
         return 2
-    print(markdown_table(report["runs"], report["summary"]))
-    print(f"Wrote {Path(args.output_dir) / REPORT}")
+    except OSError as err:  # the folder is another runner's (FolderLockedError), or cannot be written
+        say(f"seeds.py: error: {err}", sys.stderr)
+        return 1
+    say(markdown_table(report["runs"], report["summary"]), sys.stdout)
+    say(f"Wrote {Path(args.output_dir) / REPORT}", sys.stdout)
     last = report["runs"][-1]
     if last["status"] == "stopped":
-        print(
+        say(
             f"Stopped by {last['signal']} during seed {last['seed']} (its checkpoint is in {last['output_dir']}). "
             "Run the same command again to continue: finished seeds are kept, this one resumes, the rest train.",
-            file=sys.stderr,
+            sys.stderr,
         )
         return 128 + signal.Signals[last["signal"]].value
     return 1 if report["summary"]["failed"] else 0

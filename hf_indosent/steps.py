@@ -20,6 +20,7 @@ from accelerate import Accelerator
 
 from hf_indosent.checkpointing import TrainState
 from hf_indosent.packing import packed_logits
+from hf_indosent.shell import resume_command
 
 
 class NonFiniteLossError(RuntimeError):
@@ -181,8 +182,8 @@ class EpochTally:
             raise NonFiniteLossError(
                 f"training loss became NaN/inf at optimizer step {bad_step + 1} (epoch {state.epoch + 1}). "
                 "Stopped before saving anything from that point: best/ holds the last good best model and "
-                "checkpoints/ the last good state. Lower --learning_rate or check the data, then resume with "
-                "--resume_from_checkpoint latest."
+                "checkpoints/ the last good state. A learning rate too high needs a new run (a lower --learning_rate "
+                f"and --overwrite_output_dir); bad data, once fixed, resumes with: {resume_command()}"
             )
         sums = state.epoch_sums
         return (sums["loss"] + self.sums["loss"].item()) / max(sums["batches"] + int(self.sums["batches"].item()), 1)

@@ -3,8 +3,10 @@
 Inputs are read lazily, a line, a CSV record or an Arrow batch at a time, so a file of any size costs the memory of
 one batch: text files (one text per line), a TSV or CSV column, a JSON Lines field, a Parquet column, and a `datasets`
 dataset (a ``save_to_disk`` folder, or a Hub dataset streamed). A row that cannot be used keeps its place as a
-:class:`BadInput`; a file that cannot be read without guessing raises :class:`~hf_indosent.data.DataFormatError`
-naming the file, the row and the fix.
+:class:`BadInput`, and a text that is not valid Unicode (a lone surrogate: a JSON ``"\\ud83d"``, a byte that is not
+UTF-8 in a CSV or Parquet value or on the command line) is named by :func:`text_problem`, the check every predictor
+makes of every row. A file that cannot be read without guessing, or is not text at all, raises
+:class:`~hf_indosent.data.DataFormatError` naming the file, the row and the fix.
 
 Outputs: :class:`ResultWriter` (one row at a time, CSV or JSON Lines) and result tables (CSV, JSON Lines or Parquet)
 written in pieces and concatenated. Files are written to a temporary name beside their destination and renamed into
@@ -19,7 +21,9 @@ import hashlib
 import io
 import json
 import os
+import select
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +34,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hf_indosent.data import DataFormatError
+from hf_indosent.data import DataFormatError, check_input_file
 
 MIB = 1 << 20
 ARROW_BATCH_ROWS = 4096
@@ -44,6 +48,39 @@ class BadInput:
     """An input row that cannot be classified (e.g. a line that is not UTF-8); its output row carries ``reason``."""
 
     reason: str
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot go to a tokenizer (nor be written as UTF-8), or ``None``: a lone surrogate, which Python
+    strings can hold (JSON's ``"\\ud83d"``; a byte that is not UTF-8, kept by ``surrogateescape`` from the command
+    line, a CSV or a Parquet value) but Unicode text cannot. Named with its position, so the row keeps its place."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # UTF-8 encodes every code point but the surrogates
+        char = text[err.start]
+        if _escaped_byte(char):
+            return f"text is not valid UTF-8: byte {_escaped(char)} at character {err.start}"
+        return f"text is not valid Unicode: lone surrogate {_escaped(char)} at character {err.start}"
+    return None
+
+
+def shown_text(row: Any) -> str | None:
+    """An input row as the output's ``text`` cell: ``None`` for what is not a text, and every lone surrogate written
+    as the escape :func:`text_problem` names, so the row can be written (UTF-8, Arrow) and matched to its error."""
+    if not isinstance(row, str):
+        return None
+    if text_problem(row) is None:
+        return row
+    return "".join(_escaped(char) if "\ud800" <= char <= "\udfff" else char for char in row)
+
+
+def _escaped_byte(char: str) -> bool:
+    return "\udc80" <= char <= "\udcff"  # surrogateescape's stand-ins for the bytes 0x80-0xff
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code - 0xDC00:02x}" if _escaped_byte(char) else f"\\u{code:04x}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -84,7 +121,8 @@ def read_column(path: str, text_column: str) -> Iterator[str | BadInput]:
 
 
 def _read_csv_column(path: str, text_column: str) -> Iterator[str | BadInput]:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
+    # A byte that is not UTF-8 is kept as a lone surrogate: its row gets the error (text_problem), the rest go on.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle, strict=True)
         try:
             names = next(reader, None)
@@ -95,11 +133,9 @@ def _read_csv_column(path: str, text_column: str) -> Iterator[str | BadInput]:
             for fields in reader:
                 yield _pick(fields, start, index, len(names))
                 start = reader.line_num + 1
-        except (UnicodeDecodeError, csv.Error) as err:
-            # A CSV cannot be resynchronised after a broken quote or byte, so the whole file is refused.
-            raise DataFormatError(
-                path, reader.line_num, f"cannot be read as UTF-8 CSV ({err})", "Fix the quoting or re-save as UTF-8"
-            ) from None
+        except csv.Error as err:
+            # A CSV cannot be resynchronised after a broken quote, so the whole file is refused.
+            raise DataFormatError(path, reader.line_num, f"cannot be read as CSV ({err})", "Fix the quoting") from None
 
 
 def _column_index(path: str, names: list[str], text_column: str) -> int:
@@ -161,13 +197,24 @@ def _parquet_file(path: str, column: str) -> pq.ParquetFile:
 def read_parquet(path: str, column: str) -> Iterator[Any]:
     """``column`` of a Parquet file, one Arrow batch at a time (only that column is read from disk)."""
     for batch in _parquet_file(path, column).iter_batches(batch_size=ARROW_BATCH_ROWS, columns=[column]):
-        yield from batch.column(0).to_pylist()
+        yield from arrow_values(batch.column(0))
 
 
 def read_dataset(dataset: datasets.Dataset | datasets.IterableDataset, column: str) -> Iterator[Any]:
     """``column`` of a `datasets` dataset, a batch at a time (memory-mapped, or streamed from the Hub)."""
-    for batch in dataset.select_columns([column]).iter(batch_size=ARROW_BATCH_ROWS):
-        yield from batch[column]
+    for batch in dataset.select_columns([column]).with_format("arrow").iter(batch_size=ARROW_BATCH_ROWS):
+        yield from arrow_values(batch.column(0))
+
+
+def arrow_values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """The Python values of an Arrow column. Arrow does not check the UTF-8 of the strings a writer put in a Parquet
+    or Arrow file, and one bad string fails the conversion of its whole batch: then the strings are decoded one by
+    one, each byte that is not UTF-8 kept as a lone surrogate that :func:`text_problem` names on its own row."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        raw = column.cast(pa.large_binary()).to_pylist()  # the same bytes, unchecked
+    return [value.decode("utf-8", "surrogateescape") if value is not None else None for value in raw]
 
 
 def count_lines(path: str) -> int:
@@ -208,6 +255,7 @@ def open_input(
     if file is None:
         raise ValueError("no input: pass --file or --dataset")
     suffix = Path(file).suffix.lower()
+    check_input_file(file, text=suffix != ".parquet")
     count: Callable[[], int | None] = partial(count_lines, file)
     if suffix == ".jsonl":
         rows = partial(read_jsonl, file, text_column or "text")
@@ -370,6 +418,21 @@ def _replaced_on_success(path: Path) -> Iterator[Path]:
         raise
 
 
+def reader_gone(handle: IO[str]) -> bool:
+    """Whether ``handle`` is a pipe whose reader has closed it (``predict | head`` once head has its lines): Linux's
+    ``poll`` reports POLLERR on the writing end then, before anything is written. Anything else (a file, a terminal,
+    a test's capture, a system without ``poll``) is never taken for gone: a write there still fails with EPIPE."""
+    try:
+        fd = handle.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not hasattr(select, "poll"):
+            return False
+    except (AttributeError, OSError, ValueError):  # no file descriptor (io.UnsupportedOperation is both)
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR and POLLHUP are reported whatever is asked for
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 class ResultWriter:
     """Writes ``index, text, label, score per label, error`` rows as CSV or JSON Lines, one row at a time."""
 
@@ -382,7 +445,7 @@ class ResultWriter:
             self.csv.writerow(["index", "text", "label", *[f"score_{name}" for name in self.label_names], "error"])
 
     def write(self, index: int, row: Any, result: dict[str, Any]) -> None:
-        text = row if isinstance(row, str) else None
+        text = shown_text(row)
         if self.format == "jsonl":
             self.handle.write(json.dumps({"index": index, "text": text, **result}, ensure_ascii=False) + "\n")
             return
@@ -405,7 +468,7 @@ def _cell(column: str, index: int, row: Any, result: Mapping[str, Any]) -> Any:
     if column == "index":
         return index
     if column == "text":
-        return row if isinstance(row, str) else None
+        return shown_text(row)
     if column == "score":
         return max(scores.values()) if scores else None
     if column.startswith("score_"):

@@ -42,7 +42,7 @@ from hf_indosent.checkpointing import (
 from hf_indosent.cli import Interrupted
 from hf_indosent.hub import HubPushError, push_to_hub
 from hf_indosent.metrics import compute_metrics, confusion, pairs_from_confusion, per_class_report
-from hf_indosent.modeling import BEST_DIR
+from hf_indosent.modeling import BEST_DIR, load_classifier
 from hf_indosent.reporting import (
     final_summary,
     metrics_to_string,
@@ -52,6 +52,7 @@ from hf_indosent.reporting import (
     write_log,
 )
 from hf_indosent.run_folder import lock_run_dir, stopped_message
+from hf_indosent.shell import command
 from hf_indosent.steps import EpochTally, computed_masks, forward_backward
 from hf_indosent.training_setup import Run, make_accelerator, setup, warn_if_few_cpu_threads
 
@@ -244,11 +245,12 @@ def save_best(run: Run) -> None:
 def load_best_weights(run: Run) -> None:
     """Put the best model's weights back into the (wrapped) model, e.g. to score the test split.
 
-    Loaded through ``from_pretrained`` (which restores tied weights) and copied with ``strict=True``: a missing,
-    unexpected or differently shaped tensor is an error, never a silently half-loaded model.
+    Loaded through :func:`~hf_indosent.modeling.load_classifier` (which restores tied weights and refuses weights
+    that do not match best/'s config) and copied with ``strict=True``: a missing, unexpected or differently shaped
+    tensor is an error, never a silently half-loaded model.
     """
     model = run.accelerator.unwrap_model(run.model)
-    best = type(model).from_pretrained(run.run_dir / BEST_DIR, attn_implementation=model.config._attn_implementation)
+    best = load_classifier(run.run_dir / BEST_DIR, attn_implementation=model.config._attn_implementation)
     model.load_state_dict(best.state_dict(), strict=True)
 
 
@@ -367,8 +369,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         accelerator.end_training()
         lock.release()
     if accelerator.is_main_process:
-        hint = f" --data_dir {data_args.data_dir}" if data_args.data_dir else ""
-        print(final_summary(run.run_dir, results, (time.perf_counter() - started) / 60, hint), flush=True)
+        print(final_summary(run.run_dir, results, (time.perf_counter() - started) / 60, data_args.data_dir), flush=True)
     if args.push_to_hub and accelerator.is_main_process:
         push_best(run)
     return results
@@ -401,7 +402,7 @@ def push_best(run: Run) -> None:
     except HubPushError as err:
         raise HubPushError(
             f"training finished (best model in {run.run_dir / BEST_DIR}) but the upload failed: {err}. "
-            f"Retry with: hf-indosent push --model {run.run_dir} --repo-id {args.hub_model_id}"
+            f"Retry with: {command('hf-indosent', 'push', '--model', run.run_dir, '--repo-id', args.hub_model_id)}"
         ) from None
     print(f"Pushed best model to {url}")
 

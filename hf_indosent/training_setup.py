@@ -22,7 +22,7 @@ from evaluate import EvaluationModule
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoConfig, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments
 from hf_indosent.checkpointing import (
@@ -41,9 +41,9 @@ from hf_indosent.metrics import load_metric
 from hf_indosent.modeling import (
     BEST_DIR,
     adaptation_of,
+    load_config,
     load_model,
     load_tokenizer,
-    resolve_model_path,
     resolve_model_source,
 )
 from hf_indosent.packing import PackedCollator, packing_unavailable
@@ -132,7 +132,7 @@ def load_data(data_args: DataArguments, accelerator: Accelerator) -> datasets.Da
 
 @dataclass(frozen=True)
 class DeviceDefaults:
-    """What an unset (auto) setting means on a device; README "Device-aware defaults" gives the measurements."""
+    """What an unset (auto) setting means on a device; docs/performance.md, "Device-aware defaults", has the figures."""
 
     micro_batches: int  # length-sorted parts per batch: less padding, but more, smaller passes
     pin_memory: bool  # page-locked host batches, copied to the GPU without blocking
@@ -221,7 +221,7 @@ def make_loader(
 
 def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> PretrainedConfig:
     """Refuses a ``max_seq_len`` beyond the model's position embeddings; returns the model's config."""
-    config = AutoConfig.from_pretrained(resolve_model_path(model_args.model_name_or_path), revision=model_args.revision)
+    config = load_config(model_args.model_name_or_path, model_args.revision)
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and data_args.max_seq_len > limit:
         raise ArgumentError(

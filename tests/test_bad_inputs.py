@@ -132,7 +132,7 @@ def test_loader_corpus_covers_at_least_20_kinds():
 
 
 def test_directory_and_missing_file(tmp_path, cache_dir):
-    for path, fragment in ((tmp_path, "is a directory"), (tmp_path / "none.tsv", "file not found")):
+    for path, fragment in ((tmp_path, "is a directory"), (tmp_path / "none.tsv", "does not exist")):
         with pytest.raises(DataFormatError, match=fragment) as info:
             load_smsa(data_files={"train": path}, cache_dir=cache_dir)
         assert info.value.path == str(path) and info.value.line is None and "path" in info.value.fix
@@ -192,7 +192,7 @@ def test_predict_refuses_what_it_cannot_read(tiny_classifier_dir, tmp_path, caps
     assert code == 1 and "has no column 'review'" in err and "--text_column" in err
     with pytest.raises(SystemExit):  # a directory is not a file: argument error before loading the model
         cli.main(["predict", "--model", model, "--file", str(tmp_path)])
-    assert "does not exist" in capsys.readouterr().err
+    assert "is a directory (a folder), not a file" in capsys.readouterr().err
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     output = tmp_path / "empty.csv"

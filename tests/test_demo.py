@@ -36,7 +36,7 @@ pytestmark = [
 BROWSER_REQUIRED_ENV = "HF_INDOSENT_REQUIRE_BROWSER"
 """Set to 1 (as .ci/run does) to fail on a missing Chromium; elsewhere the browser test is skipped, saying why."""
 SCREENSHOT_ENV = "HF_INDOSENT_SCREENSHOT"
-"""Also save the browser test's screenshot here (the README's docs/demo.png)."""
+"""Also save the browser test's screenshot here (docs/demo.png, shown in docs/sharing.md)."""
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
