@@ -1,11 +1,15 @@
-"""The README's predict, evaluate, submission and push commands run as written (tiny model, no Hub)."""
+"""The docs' predict, evaluate, export, submission and push commands run as written (tiny model, no Hub).
+
+Every ``hf-indosent`` command of README.md and docs/*.md that uses the quickstart's run folder runs here, in a
+temporary folder holding the tiny model as that run and the shipped example files; the others (a GPU, the Hub, a
+cluster, the demo's server) are checked against their --help by tests/test_readme.py.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -16,27 +20,23 @@ import datasets
 import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.hf_api import RepoUrl
+from test_readme import doc_commands
 
 from hf_indosent import cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 RUN = "outputs/smsa-minilm-offline"
 
 
 def inference_commands() -> list[str]:
-    """``hf-indosent`` lines of the bash blocks from the Predict section on."""
-    sections = README.split("\n## Predict\n", 1)[1]
-    blocks = re.findall(r"```bash\n(.*?)```", sections, flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if "hf-indosent " in line]
+    """The ``hf-indosent`` lines of the docs' bash blocks (README.md, then docs/*.md), each once."""
+    return [command for command in doc_commands() if "hf-indosent " in command]
 
 
 def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_classifier_dir, tiny_smsa_dir):
     commands = inference_commands()
-    subcommands = {shlex.split(command.split("|")[-1])[1] for command in commands}
-    assert subcommands == {"predict", "evaluate", "push", "demo", "export", "baseline", "adapt"}
     shutil.copytree(tiny_classifier_dir, tmp_path / RUN / "best")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # the shipped example files, used as written
     rows = (ROOT / "examples" / "reviews.txt").read_text(encoding="utf-8").splitlines()
@@ -56,6 +56,7 @@ def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_cl
         lambda self, repo_id, folder_path, **_: uploads.setdefault(repo_id, sorted(os.listdir(folder_path))),
     )
 
+    ran = set()
     for command in commands:
         if shlex.split(command)[1] == "demo" or RUN not in command:
             continue  # a server that blocks (tests/test_demo.py clicks through it); GPU, Hub and cluster examples
@@ -63,9 +64,12 @@ def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_cl
             source, command = command.split("|")
             data = Path(shlex.split(source)[1]).read_bytes()
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
-        argv = shlex.split(command.replace("../shared/smsa", str(tiny_smsa_dir)))
+        argv = shlex.split(command.replace("../shared/smsa", str(tiny_smsa_dir)), comments=True)
         assert argv[0] == "hf-indosent"
         assert cli.main(argv[1:]) == 0, command
+        ran.add(argv[1])
+
+    assert ran == {"predict", "evaluate", "push", "export"}
 
     assert (tmp_path / "predictions.parquet").is_file()
     assert len((tmp_path / "resumable" / "predictions.csv").read_text(encoding="utf-8").splitlines()) == len(rows) + 1
