@@ -25,7 +25,7 @@ from hf_indosent.suggest import did_you_mean
 DEBUG_ENV = "HF_INDOSENT_DEBUG"
 
 
-ARGUMENT_MODULES = ("hf_indosent.arguments", "hf_indosent.command_arguments")
+ARGUMENT_MODULES = ("hf_indosent.arguments", "hf_indosent.command_arguments", "hf_indosent.serving.arguments")
 """Where the commands' argument dataclasses live (light modules: parsing never waits on torch)."""
 
 
@@ -75,6 +75,11 @@ COMMANDS: dict[str, Command] = {
         ("DataArguments", "BaselineArguments"),
         "hf_indosent.baseline:cli_run",
         "TF-IDF + logistic regression baseline on the same splits and metrics (a minute on a CPU)",
+    ),
+    "serve": Command(
+        ("InferenceArguments", "ServeArguments"),
+        "hf_indosent.serving.server:cli_run",
+        "a TEI-compatible HTTP service for a model: dynamic batching, limits, health, metrics",
     ),
 }
 

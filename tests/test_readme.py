@@ -34,7 +34,18 @@ README_MAX_LINES = 250
 
 SEPARATORS = ("&&", "||", "|", ";")
 """Between the commands of one line: `cat FILE | hf-indosent ...`, the quickstart's `a && b && c`."""
-NOT_CHECKED = (("pip",), ("python3", "-m", "venv"), ("python", "-m", "pytest"), (".",), ("hf",), ("cat",), ("ruff",))
+NOT_CHECKED = (
+    ("pip",),
+    ("python3", "-m", "venv"),
+    ("python", "-m", "pytest"),
+    (".",),
+    ("hf",),
+    ("cat",),
+    ("ruff",),
+    ("curl",),
+    ("docker",),
+    ("serve",),
+)
 """Programs that are not this project's: installers, the shell, the Hub's own CLI, the test runner, lint."""
 ENVIRONMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 REPOSITORY_PATHS = ("configs/", "examples/", "scripts/", "benchmarks/", "accelerate_config.yaml")
