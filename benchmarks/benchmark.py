@@ -4,7 +4,7 @@
 
 Every training path gets the same model, SmSA rows, batch size, seed, epochs, learning rate and max_seq_len: the
 tutorial's own pipeline (tutorial_baseline.py), transformers.Trainer with DataCollatorWithPadding, without and with
-length grouping (trainer_baseline.py), and our data preparation and loop (hf_indosent.training.train, defaults).
+length grouping (trainer_baseline.py), and our data preparation and loop (hf_indosent.training.loop.train, defaults).
 Then inference over the validation texts with the model our loop trained: pipeline("text-classification") called
 plainly with batch_size=32 against our predict path, whose labels must be identical (each timed
 --inference_repeats times, taking turns; the fastest pass counts).
@@ -48,11 +48,11 @@ from measure import (
 from paths import COMPUTE_DTYPES, Spec
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments
-from hf_indosent.data import LABEL_NAMES
-from hf_indosent.modeling import label_maps, load_tokenizer, resolve_model_path
-from hf_indosent.prediction import resolve_device
-from hf_indosent.training_setup import check_max_seq_len
+from hf_indosent.core.arguments import ArgumentError, DataArguments, ModelArguments
+from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.inference.predictor import resolve_device
+from hf_indosent.modeling.loading import label_maps, load_tokenizer, resolve_model_path
+from hf_indosent.training.setup import check_max_seq_len
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

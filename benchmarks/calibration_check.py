@@ -32,9 +32,9 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.metrics import f1_score
 
-from hf_indosent.calibration import CONFIG_KEY, calibration_report, expected_calibration_error, fit_temperature
-from hf_indosent.data import load_smsa
-from hf_indosent.prediction import Predictor
+from hf_indosent.data.smsa import load_smsa
+from hf_indosent.inference.predictor import Predictor
+from hf_indosent.training.calibration import CONFIG_KEY, calibration_report, expected_calibration_error, fit_temperature
 
 
 def validation_logits(best: Path, texts: list[str], label_names: list[str]) -> np.ndarray:

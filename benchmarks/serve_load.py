@@ -39,8 +39,8 @@ import httpx
 from inference_backends import random_head_model
 from measure import load_average, system_info, write_text
 
-from hf_indosent.data import load_smsa
-from hf_indosent.prediction import Predictor
+from hf_indosent.data.smsa import load_smsa
+from hf_indosent.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("hf-indosent serve", "peer: FastAPI + pipeline()")

@@ -46,8 +46,8 @@ from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from hf_indosent.devices import synchronize
-from hf_indosent.modeling import load_model, load_tokenizer
+from hf_indosent.modeling.devices import synchronize
+from hf_indosent.modeling.loading import load_model, load_tokenizer
 
 
 class DocumentSentimentDataset(Dataset):

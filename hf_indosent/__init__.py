@@ -8,12 +8,12 @@ __version__ = "0.1.0"
 # Public names, imported on first use: `datasets`, torch and transformers take seconds to import, and the command
 # line parses its arguments (and answers --help) before it needs any of them.
 _LAZY = {
-    "LABEL_NAMES": "hf_indosent.data",
-    "DataFormatError": "hf_indosent.data",
-    "MissingLabelsError": "hf_indosent.data",
-    "load_smsa": "hf_indosent.data",
-    "predict": "hf_indosent.prediction",
-    "predict_dataset": "hf_indosent.prediction",
+    "LABEL_NAMES": "hf_indosent.data.smsa",
+    "DataFormatError": "hf_indosent.data.smsa",
+    "MissingLabelsError": "hf_indosent.data.smsa",
+    "load_smsa": "hf_indosent.data.smsa",
+    "predict": "hf_indosent.inference.predictor",
+    "predict_dataset": "hf_indosent.inference.predictor",
 }
 
 __all__ = ["LABEL_NAMES", "DataFormatError", "MissingLabelsError", "__version__", "load_smsa", "predict"]

@@ -1,9 +1,9 @@
 """`hf-indosent` command line: one runner for every subcommand.
 
-Arguments are parsed first, from the light :mod:`hf_indosent.arguments` (``--help`` and usage errors answer in about a
+Arguments are parsed first, from the light :mod:`hf_indosent.core.arguments` (``--help`` and usage errors answer in about a
 second); only then is the job's module (torch, transformers, datasets) imported and run. Every known failure becomes
 one line on stderr and an exit code: 1 for an error the user can fix, 2 for a usage error, 128 + the signal's number
-for a stop signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: :mod:`hf_indosent.stopping`), and 141 (SIGPIPE's), with no
+for a stop signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: :mod:`hf_indosent.core.stopping`), and 141 (SIGPIPE's), with no
 message, when the reader of stdout went away (``predict | head``), as Unix tools do. ``--debug`` (or
 ``HF_INDOSENT_DEBUG=1``) shows the traceback instead.
 """
@@ -19,13 +19,13 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from hf_indosent.stopping import Interrupted, handled, raise_interrupted, say, silence
-from hf_indosent.suggest import did_you_mean
+from hf_indosent.core.stopping import Interrupted, handled, raise_interrupted, say, silence
+from hf_indosent.core.suggest import did_you_mean
 
 DEBUG_ENV = "HF_INDOSENT_DEBUG"
 
 
-ARGUMENT_MODULES = ("hf_indosent.arguments", "hf_indosent.command_arguments", "hf_indosent.serving.arguments")
+ARGUMENT_MODULES = ("hf_indosent.core.arguments", "hf_indosent.inference.arguments", "hf_indosent.serving.arguments")
 """Where the commands' argument dataclasses live (light modules: parsing never waits on torch)."""
 
 
@@ -38,42 +38,42 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "train": Command(
         ("ModelArguments", "DataArguments", "TrainingArguments"),
-        "hf_indosent.training:cli_run",
+        "hf_indosent.training.loop:cli_run",
         "fine-tune a model on SmSA (or your data) with Accelerate",
     ),
     "predict": Command(
         ("InferenceArguments", "PredictArguments"),
-        "hf_indosent.prediction:cli_run",
+        "hf_indosent.inference.predictor:cli_run",
         "label texts (arguments, stdin or a file) or write the IndoNLU submission",
     ),
     "evaluate": Command(
         ("InferenceArguments", "EvaluateArguments"),
-        "hf_indosent.evaluation:cli_run",
+        "hf_indosent.inference.evaluate:cli_run",
         "metrics, per-class report and confusion matrix on a labelled split",
     ),
     "push": Command(
         ("PushArguments",),
-        "hf_indosent.hub:cli_run",
+        "hf_indosent.sharing.hub:cli_run",
         "upload a trained model with a generated model card to the Hugging Face Hub (and a demo Space)",
     ),
     "demo": Command(
         ("DemoArguments",),
-        "hf_indosent.demo:cli_run",
+        "hf_indosent.sharing.demo:cli_run",
         "a web page to try a model: text box, file upload, its metrics (Gradio)",
     ),
     "export": Command(
         ("ExportArguments",),
-        "hf_indosent.export:cli_run",
+        "hf_indosent.inference.export:cli_run",
         "write a model as ONNX (fp32 and int8) for fast CPU inference with predict --backend onnx",
     ),
     "adapt": Command(
         ("DataArguments", "AdaptArguments"),
-        "hf_indosent.adaptation:cli_run",
+        "hf_indosent.training.adaptation:cli_run",
         "masked-LM training on the task's texts before fine-tuning (task-adaptive pre-training)",
     ),
     "baseline": Command(
         ("DataArguments", "BaselineArguments"),
-        "hf_indosent.baseline:cli_run",
+        "hf_indosent.inference.baseline:cli_run",
         "TF-IDF + logistic regression baseline on the same splits and metrics (a minute on a CPU)",
     ),
     "serve": Command(
@@ -113,9 +113,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix (bad value, file, network, disk), as opposed to bugs (traceback)."""
     known: list[type[BaseException]] = [ValueError, OSError, ImportError]
     for module, names in (
-        ("hf_indosent.data", ("ChecksumError", "DownloadError")),
-        ("hf_indosent.hub", ("HubPushError",)),
-        ("hf_indosent.steps", ("NonFiniteLossError",)),
+        ("hf_indosent.data.smsa", ("ChecksumError", "DownloadError")),
+        ("hf_indosent.sharing.hub", ("HubPushError",)),
+        ("hf_indosent.training.step", ("NonFiniteLossError",)),
     ):
         loaded = sys.modules.get(module)  # only modules the command imported can have raised their errors
         known += [getattr(loaded, name) for name in names if loaded is not None and hasattr(loaded, name)]
@@ -132,7 +132,7 @@ def run_command(prog: str, body: Callable[[], int | None], debug: bool = False) 
 
     A stop signal whose default would kill the process at once (SIGTERM, SIGHUP) raises :class:`Interrupted`
     instead, so ``finally`` blocks run and partial outputs are removed; commands that save work on a stop install
-    their own handler (:class:`hf_indosent.checkpointing.StopRequests`) inside. The final line is written only if it
+    their own handler (:class:`hf_indosent.training.checkpoints.StopRequests`) inside. The final line is written only if it
     can be: after a closed terminal or a gone reader the exit code alone tells the outcome."""
     debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     with handled(raise_interrupted, over_default_only=True):
@@ -168,7 +168,7 @@ def dispatch(name: str, argv: list[str]) -> int:
     argv = [arg for arg in argv if arg != "--debug"]
 
     def body() -> int | None:
-        from hf_indosent.arguments import parse_args
+        from hf_indosent.core.arguments import parse_args
 
         modules = [importlib.import_module(name) for name in ARGUMENT_MODULES]
         classes = [next(getattr(m, name) for m in modules if hasattr(m, name)) for name in command.arguments]

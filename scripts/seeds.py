@@ -3,13 +3,13 @@
     python scripts/seeds.py --seeds 42,1,2 --output_dir outputs/seeds --config configs/smsa-minilm-offline.yaml
 
 Every other argument goes to scripts/train.py; each seed trains into OUTPUT_DIR/seed-N in its own process, and
-OUTPUT_DIR/seeds.json gathers the results (see hf_indosent/seeds.py).
+OUTPUT_DIR/seeds.json gathers the results (see hf_indosent/training/seeds.py).
 """
 
 import sys
 from pathlib import Path
 
-from hf_indosent.seeds import main
+from hf_indosent.training.seeds import main
 
 if __name__ == "__main__":
     sys.exit(main(train_script=Path(__file__).with_name("train.py")))

@@ -133,8 +133,8 @@ def tiny_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """
     import torch
 
-    from hf_indosent.data import LABEL_NAMES
-    from hf_indosent.modeling import load_model, load_tokenizer
+    from hf_indosent.data.smsa import LABEL_NAMES
+    from hf_indosent.modeling.loading import load_model, load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-classifier")
     threads = torch.get_num_threads()
@@ -242,8 +242,8 @@ FAST = {
 
 def run_train(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
     training = {**FAST, "output_dir": str(output_dir), **overrides}
-    from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
-    from hf_indosent.training import train
+    from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
+    from hf_indosent.training.loop import train
 
     return train(
         ModelArguments(model_name_or_path=str(model_dir)),
@@ -296,7 +296,7 @@ class Stop(KeyboardInterrupt):
 
 
 def interrupt_after_pieces(monkeypatch, count: int) -> None:
-    from hf_indosent import predict_at_scale
+    from hf_indosent.inference import at_scale as predict_at_scale
 
     original, calls = predict_at_scale.commit_piece, []
 

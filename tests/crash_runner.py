@@ -1,6 +1,6 @@
 """Fault injection for tests: run `hf-indosent train`, SIGKILLing this process at the N-th call of a function.
 
-    python tests/crash_runner.py hf_indosent.training:save_checkpoint 4 after -- --output_dir ... (train arguments)
+    python tests/crash_runner.py hf_indosent.training.loop:save_checkpoint 4 after -- --output_dir ... (train arguments)
 
 `before` kills on entry to the N-th call, `after` once it has returned. SIGKILL leaves no chance to clean up,
 like a power cut or the out-of-memory killer. ``CRASH_SIGNAL=SIGINT`` (or SIGTERM) sends that signal instead, as
@@ -50,7 +50,7 @@ if __name__ == "__main__":
     target, nth, when, separator, *train_args = sys.argv[1:]
     if separator != "--":
         raise SystemExit(__doc__)
-    import hf_indosent.training  # noqa: F401  (first: patch only the name the target module itself looks up)
+    import hf_indosent.training.loop  # noqa: F401  (first: patch only the name the target module itself looks up)
     from hf_indosent.cli import main
 
     kill_at(target, int(nth), when)

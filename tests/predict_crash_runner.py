@@ -1,4 +1,4 @@
-"""Fault injection for piece-wise predict: run `hf-indosent predict` with hooks in hf_indosent.predict_at_scale.
+"""Fault injection for piece-wise predict: run `hf-indosent predict` with hooks in hf_indosent.inference.at_scale.
 
     python tests/predict_crash_runner.py [--kill_after K] [--slow_rank R --delay SECONDS] -- (predict arguments)
 
@@ -42,11 +42,11 @@ if __name__ == "__main__":
     parser.add_argument("--delay", type=float, default=0.5)
     options = parser.parse_args(hooks)
 
-    import hf_indosent.predict_at_scale as engine
+    import hf_indosent.inference.at_scale as engine
     from hf_indosent.cli import main
 
     if options.kill_after is not None:
-        kill_at("hf_indosent.predict_at_scale:commit_piece", options.kill_after, "after")
+        kill_at("hf_indosent.inference.at_scale:commit_piece", options.kill_after, "after")
     if options.slow_rank is not None:
         slow_down(engine, options.slow_rank, options.delay)
     sys.exit(main(["predict", *predict_args]))

@@ -13,9 +13,9 @@ from conftest import run_train
 
 
 def adapt_into(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
-    from hf_indosent.adaptation import adapt
-    from hf_indosent.arguments import DataArguments
-    from hf_indosent.command_arguments import AdaptArguments
+    from hf_indosent.core.arguments import DataArguments
+    from hf_indosent.inference.arguments import AdaptArguments
+    from hf_indosent.training.adaptation import adapt
 
     settings = {"num_train_epochs": 2, "learning_rate": 5e-3, "per_device_train_batch_size": 8, "mixed_precision": "no"}
     return adapt(
@@ -28,7 +28,7 @@ def test_masked_positions_loss_equals_the_full_masked_lm_loss(tiny_model_dir):
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from hf_indosent.adaptation import MaskedPositionsLoss
+    from hf_indosent.training.adaptation import MaskedPositionsLoss
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir).eval()
     generator = torch.Generator().manual_seed(0)
@@ -72,7 +72,7 @@ def test_adapted_folder_lowers_held_out_loss_and_trains(tiny_model_dir, tiny_sms
         "epochs": 2,
         "validation_mlm_loss": [losses[0], losses[-1]],
     }
-    from hf_indosent.model_card import build_model_card
+    from hf_indosent.sharing.model_card import build_model_card
 
     card = build_model_card("me/tapt-model", ["positive", "neutral", "negative"], recipe=recipe)
     assert "adapted to the training texts by masked-LM training first (`hf-indosent adapt`, 2 epochs" in card
@@ -84,7 +84,7 @@ def test_adapted_folder_lowers_held_out_loss_and_trains(tiny_model_dir, tiny_sms
 def test_adapting_an_adapted_folder_further_keeps_the_source_and_adds_the_epochs(
     tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir
 ):
-    from hf_indosent.modeling import adaptation_of
+    from hf_indosent.modeling.loading import adaptation_of
 
     first = adapt_into(tiny_model_dir, tiny_smsa_dir, tmp_path / "first", cache_dir, num_train_epochs=1)
     second = adapt_into(tmp_path / "first", tiny_smsa_dir, tmp_path / "second", cache_dir, num_train_epochs=2)
@@ -104,9 +104,9 @@ def test_adapting_an_adapted_folder_further_keeps_the_source_and_adds_the_epochs
 def test_ctrl_c_during_adapt_saves_the_model_so_far_and_the_command_to_continue(
     tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir, monkeypatch
 ):
-    from hf_indosent import adaptation
     from hf_indosent.cli import Interrupted
-    from hf_indosent.modeling import adaptation_of
+    from hf_indosent.modeling.loading import adaptation_of
+    from hf_indosent.training import adaptation
 
     original, calls = adaptation.MaskedPositionsLoss.forward, []
 

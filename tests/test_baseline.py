@@ -13,8 +13,10 @@ import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from hf_indosent import cli
-from hf_indosent.arguments import DataArguments
-from hf_indosent.baseline import (
+from hf_indosent.core.arguments import DataArguments
+from hf_indosent.data.smsa import load_smsa
+from hf_indosent.inference.arguments import BASELINE_C_GRID, BaselineArguments
+from hf_indosent.inference.baseline import (
     BASELINE_FILE,
     MODEL_FILE,
     TRUSTED_TYPES,
@@ -23,11 +25,9 @@ from hf_indosent.baseline import (
     is_baseline_dir,
     run_baseline,
 )
-from hf_indosent.command_arguments import BASELINE_C_GRID, BaselineArguments
-from hf_indosent.data import load_smsa
-from hf_indosent.metrics import compute_metrics, confusion, per_class_report
-from hf_indosent.prediction import input_error
-from hf_indosent.textio import BadInput
+from hf_indosent.inference.inputs import BadInput
+from hf_indosent.inference.predictor import input_error
+from hf_indosent.metrics.scores import compute_metrics, confusion, per_class_report
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ["args.json", "best", "confusion_matrix.png", "metrics.json"]

@@ -14,8 +14,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from hf_indosent.data import LABEL_NAMES
-from hf_indosent.devices import cpu_info
+from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.modeling.devices import cpu_info
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TRAINING_PEERS = ("tutorial", "trainer", "trainer_grouped")

@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 from transformers import pipeline as hf_pipeline
 
-from hf_indosent.calibration import (
+from hf_indosent.training.calibration import (
     CONFIG_KEY,
     apply_temperature,
     calibration_report,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from hf_indosent.calibration import apply_temperature, expected_calibration_error
+from hf_indosent.training.calibration import apply_temperature, expected_calibration_error
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

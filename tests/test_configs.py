@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
-from hf_indosent.command_arguments import AdaptArguments
+from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
+from hf_indosent.inference.arguments import AdaptArguments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ADAPT_RECIPES = {

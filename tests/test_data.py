@@ -11,8 +11,8 @@ from conftest import SMSA_DIR, make_rows, requires_smsa, write_tsv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hf_indosent import data as smsa_data
-from hf_indosent.data import (
+from hf_indosent.data import smsa as smsa_data
+from hf_indosent.data.smsa import (
     LABEL_NAMES,
     NO_LABEL,
     ChecksumError,

@@ -17,15 +17,15 @@ import yaml
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no phone-home from the tests
 
-from hf_indosent import demo as demo_module
-from hf_indosent import hub as hub_module
-from hf_indosent.arguments import parse_args
 from hf_indosent.cli import run_command
-from hf_indosent.data import LABEL_NAMES
-from hf_indosent.demo import DemoArguments, build_app, headline_metrics, launch, push_space, write_space
-from hf_indosent.hub import HubPushError
-from hf_indosent.model_card import build_model_card
-from hf_indosent.prediction import Predictor
+from hf_indosent.core.arguments import parse_args
+from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.inference.predictor import Predictor
+from hf_indosent.sharing import demo as demo_module
+from hf_indosent.sharing import hub as hub_module
+from hf_indosent.sharing.demo import DemoArguments, build_app, headline_metrics, launch, push_space, write_space
+from hf_indosent.sharing.hub import HubPushError
+from hf_indosent.sharing.model_card import build_model_card
 from tests.conftest import FAKE_TOKEN
 
 pytestmark = [
@@ -262,7 +262,7 @@ def test_space_folder_runs_the_same_app(tmp_path):
     app = ast.parse((folder / "app.py").read_text(encoding="utf-8"))
     imports = [node for node in app.body if isinstance(node, ast.ImportFrom)]
     assert [(node.module, [alias.name for alias in node.names]) for node in imports] == [
-        ("hf_indosent.demo", ["MAX_FILE_BYTES", "build_app"])
+        ("hf_indosent.sharing.demo", ["MAX_FILE_BYTES", "build_app"])
     ]
     assert len(app.body) == 3 and MODEL_ID in ast.unparse(app.body[2])  # docstring, import, build_app(...).launch()
     requirements = (folder / "requirements.txt").read_text(encoding="utf-8").splitlines()

@@ -10,7 +10,7 @@ import pytest
 from conftest import cli_args, log_lines, make_rows, run_cli, write_tsv
 from transformers import pipeline
 
-from hf_indosent.metrics import compute_metrics
+from hf_indosent.metrics.scores import compute_metrics
 
 pytestmark = pytest.mark.slow
 

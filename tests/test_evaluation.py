@@ -11,9 +11,9 @@ from conftest import make_rows, write_tsv
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from hf_indosent import cli
-from hf_indosent.data import LABEL_NAMES, MissingLabelsError
-from hf_indosent.evaluation import EvaluateArguments, load_labelled
-from hf_indosent.prediction import predict
+from hf_indosent.data.smsa import LABEL_NAMES, MissingLabelsError
+from hf_indosent.inference.evaluate import EvaluateArguments, load_labelled
+from hf_indosent.inference.predictor import predict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -24,7 +24,7 @@ def gold_rows(path: Path) -> tuple[list[str], list[int]]:
 
 
 def expected_metrics(texts: list[str], gold: list[int], model_dir: Path) -> dict[str, float]:
-    """Independent of hf_indosent.metrics: sklearn on the predictions of the Python API."""
+    """Independent of hf_indosent.metrics.scores: sklearn on the predictions of the Python API."""
     predicted = [LABEL_NAMES.index(result["label"]) for result in predict(texts, model=model_dir)]
     return {
         "accuracy": accuracy_score(gold, predicted),

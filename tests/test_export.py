@@ -11,12 +11,12 @@ import pytest
 from conftest import interrupt_after_pieces, make_rows
 
 from hf_indosent import cli
-from hf_indosent.command_arguments import ExportArguments, InferenceArguments
-from hf_indosent.data import LABEL_NAMES
-from hf_indosent.export import MANIFEST_FILE, export, onnx_session
-from hf_indosent.modeling import ModelSourceError
-from hf_indosent.prediction import Predictor
-from hf_indosent.textio import BadInput
+from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.inference.arguments import ExportArguments, InferenceArguments
+from hf_indosent.inference.export import MANIFEST_FILE, export, onnx_session
+from hf_indosent.inference.inputs import BadInput
+from hf_indosent.inference.predictor import Predictor
+from hf_indosent.modeling.loading import ModelSourceError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,8 +17,8 @@ from types import ModuleType
 
 import pytest
 
-from hf_indosent.command_arguments import BACKENDS
-from hf_indosent.modeling import resolve_model_path
+from hf_indosent.inference.arguments import BACKENDS
+from hf_indosent.modeling.loading import resolve_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"

@@ -14,11 +14,11 @@ import yaml
 from conftest import FAKE_TOKEN
 
 from hf_indosent import cli
-from hf_indosent import hub as hub_module
-from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.data import LABEL_NAMES
-from hf_indosent.hub import HubPushError, push_to_hub
-from hf_indosent.model_card import hub_model_id
+from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.sharing import hub as hub_module
+from hf_indosent.sharing.hub import HubPushError, push_to_hub
+from hf_indosent.sharing.model_card import hub_model_id
 
 REPO_ID = "someone/indobert-smsa"
 UPLOADED = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"]
@@ -202,7 +202,7 @@ def test_only_hub_ids_become_base_model(tmp_path, monkeypatch):
 
 
 def test_card_reports_calibration_and_the_spread_over_seeds():
-    from hf_indosent.model_card import build_model_card
+    from hf_indosent.sharing.model_card import build_model_card
 
     scores = {"accuracy": 0.9, "f1": 0.85, "precision": 0.86, "recall": 0.84, "num_examples": 1260}
     metrics = {

@@ -1,4 +1,4 @@
-"""benchmarks/measure.py and hf_indosent.devices: timers, memory peaks, matmul peak, FLOPs, MFU rule, the table."""
+"""benchmarks/measure.py and hf_indosent.modeling.devices: timers, memory peaks, matmul peak, FLOPs, MFU rule, the table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from hf_indosent.devices import cpu_info, synchronize, usable_cpu_cores
+from hf_indosent.modeling.devices import cpu_info, synchronize, usable_cpu_cores
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
+from hf_indosent.metrics.scores import compute_metrics, confusion, load_metric, per_class_report
 
 NAMES = ["positive", "neutral", "negative"]
 

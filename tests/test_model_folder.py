@@ -19,11 +19,11 @@ import pytest
 from conftest import FAKE_TOKEN, ROOT
 
 from hf_indosent import cli
-from hf_indosent.command_arguments import DemoArguments, ExportArguments, InferenceArguments, PushArguments
-from hf_indosent.export import export
-from hf_indosent.hub import push_to_hub
-from hf_indosent.modeling import ModelSourceError, load_classifier, load_model
-from hf_indosent.prediction import Predictor, predict
+from hf_indosent.inference.arguments import DemoArguments, ExportArguments, InferenceArguments, PushArguments
+from hf_indosent.inference.export import export
+from hf_indosent.inference.predictor import Predictor, predict
+from hf_indosent.modeling.loading import ModelSourceError, load_classifier, load_model
+from hf_indosent.sharing.hub import push_to_hub
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -147,7 +147,7 @@ def test_evaluate_export_and_push_refuse_them_in_one_line(kind, spoilt, tiny_sms
 
 
 def test_demo_refuses_a_model_without_its_head(spoilt):
-    from hf_indosent import demo
+    from hf_indosent.sharing import demo
 
     with pytest.raises(ModelSourceError, match=r"\(the classification head\)"):
         demo.build_app(spoilt["head removed"].parent)
@@ -161,7 +161,7 @@ def good_run(tiny_classifier_dir, tmp_path) -> Path:
 
 @pytest.mark.parametrize("kind", ["head removed", "config has 5 labels"])
 def test_training_refuses_a_best_model_that_does_not_load_whole(kind, spoilt, good_run, tiny_classifier_dir):
-    from hf_indosent.training import load_best_weights
+    from hf_indosent.training.loop import load_best_weights
 
     model = load_classifier(tiny_classifier_dir)
     unwrap = SimpleNamespace(unwrap_model=lambda wrapped: wrapped)

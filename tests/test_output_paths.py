@@ -135,7 +135,7 @@ def test_overwriting_the_run_that_holds_the_starting_model_is_refused(tiny_model
 def test_evaluate_baseline_and_adapt_check_their_output_folder_first(
     model_copy, tiny_model_dir, tiny_smsa_dir, tmp_path, capsys, cache_dir, monkeypatch
 ):
-    import hf_indosent.evaluation as evaluation
+    import hf_indosent.inference.evaluate as evaluation
 
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the output folder was checked")
@@ -180,7 +180,7 @@ def test_a_run_refused_half_way_leaves_no_folder_it_made(model_copy, tiny_smsa_d
 
 
 def test_made_folder_removes_only_the_empty_folders_it_made(tmp_path):
-    from hf_indosent.textio import made_folder
+    from hf_indosent.inference.inputs import made_folder
 
     with pytest.raises(KeyboardInterrupt), made_folder(tmp_path / "a" / "b" / "c") as folder:
         (folder.parent / "note.txt").write_text("mine", encoding="utf-8")  # written into b during the run

@@ -1,4 +1,4 @@
-"""Packed training batches (hf_indosent/packing.py): the padded model's logits, loss and gradients from one
+"""Packed training batches (hf_indosent/training/packing.py): the padded model's logits, loss and gradients from one
 padding-free pass, chosen per device and model, and never leaking into a saved model."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from accelerate import Accelerator
 from conftest import comparable, log_lines, run_train
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from hf_indosent.arguments import ArgumentError, TrainingArguments
-from hf_indosent.packing import (
+from hf_indosent.core.arguments import ArgumentError, TrainingArguments
+from hf_indosent.training.packing import (
     KEEP_LEVELS,
     PACKED_ATTENTION,
     DropoutMasks,
@@ -21,8 +21,8 @@ from hf_indosent.packing import (
     packed_logits,
     packing_unavailable,
 )
-from hf_indosent.steps import computed_masks, forward_backward
-from hf_indosent.training_setup import device_defaults
+from hf_indosent.training.setup import device_defaults
+from hf_indosent.training.step import computed_masks, forward_backward
 
 TEXTS = [
     "makanan enak sekali",
@@ -199,7 +199,7 @@ def test_packed_training_trains_like_micro_batches_and_is_recorded(
 
 
 def test_computed_masks_count_what_each_kind_of_batch_computed(tokenizer):
-    from hf_indosent.steps import MicroBatchCollator
+    from hf_indosent.training.step import MicroBatchCollator
 
     rows = features(tokenizer)
     tokens = sum(len(row["input_ids"]) for row in rows)

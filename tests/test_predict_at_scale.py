@@ -19,8 +19,9 @@ import pytest
 import torch
 from conftest import interrupt_after_pieces, make_rows
 
-from hf_indosent import cli, predict, predict_dataset, textio
-from hf_indosent.predict_at_scale import WORK_SUFFIX
+from hf_indosent import cli, predict, predict_dataset
+from hf_indosent.inference import inputs as textio
+from hf_indosent.inference.at_scale import WORK_SUFFIX
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -105,8 +106,8 @@ def test_two_processes_keep_input_order_with_a_slow_process(tiny_classifier_dir,
 
 
 def test_one_device_for_every_process_is_refused(tiny_classifier_dir):
-    from hf_indosent.command_arguments import InferenceArguments
-    from hf_indosent.predict_at_scale import process_device
+    from hf_indosent.inference.arguments import InferenceArguments
+    from hf_indosent.inference.at_scale import process_device
 
     state = SimpleNamespace(num_processes=2, device=torch.device("cpu"))
     inference = InferenceArguments(model=str(tiny_classifier_dir), device="cuda:0")

@@ -19,9 +19,9 @@ from conftest import SMSA_DIR, make_rows, requires_smsa
 from transformers import pipeline
 
 from hf_indosent import cli, predict
-from hf_indosent.data import LABEL_NAMES, MASKED_TEST_FILE
-from hf_indosent.prediction import Predictor, resolve_device
-from hf_indosent.textio import BadInput
+from hf_indosent.data.smsa import LABEL_NAMES, MASKED_TEST_FILE
+from hf_indosent.inference.inputs import BadInput
+from hf_indosent.inference.predictor import Predictor, resolve_device
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -153,13 +153,13 @@ def test_run_folder_means_its_best_model(tiny_classifier_dir, tmp_path):
 def test_torch_bf16_on_a_cpu_with_emulated_bf16_warns_once_and_still_runs(
     tiny_classifier_dir, monkeypatch, caplog, speedup, warned
 ):
-    from hf_indosent import prediction
+    from hf_indosent.inference import predictor as prediction
 
     monkeypatch.setattr(prediction, "bf16_matmul_speedup", lambda: speedup)
-    with caplog.at_level("WARNING", logger="hf_indosent.prediction"):
+    with caplog.at_level("WARNING", logger="hf_indosent.inference.predictor"):
         results = Predictor(tiny_classifier_dir, backend="torch-bf16", device="cpu")(["enak sekali", "buruk"])
     assert [result["label"] in LABEL_NAMES for result in results] == [True, True]
-    messages = [record.getMessage() for record in caplog.records if record.name == "hf_indosent.prediction"]
+    messages = [record.getMessage() for record in caplog.records if record.name == "hf_indosent.inference.predictor"]
     if warned:
         assert len(messages) == 1 and "0.008x" in messages[0] and "use torch, or onnx" in messages[0]
     else:
@@ -167,7 +167,7 @@ def test_torch_bf16_on_a_cpu_with_emulated_bf16_warns_once_and_still_runs(
 
 
 def test_only_torch_bf16_on_a_cpu_measures_bf16(tiny_classifier_dir, monkeypatch):
-    from hf_indosent import prediction
+    from hf_indosent.inference import predictor as prediction
 
     monkeypatch.setattr(prediction, "bf16_matmul_speedup", lambda: pytest.fail("measured for an fp32 backend"))
     assert Predictor(tiny_classifier_dir, backend="torch", device="cpu")("enak")[0]["error"] is None

@@ -21,11 +21,11 @@ import pytest
 from conftest import ROOT, cli_args, comparable, run_cli, run_train
 
 from hf_indosent import cli
-from hf_indosent.arguments import ArgumentError, TrainingArguments, parse_args
-from hf_indosent.checkpointing import list_checkpoints
-from hf_indosent.data import DataFormatError, DownloadError, load_smsa
-from hf_indosent.modeling import ModelSourceError, resolve_model_source
-from hf_indosent.run_folder import LOCK_FILE, RunLock
+from hf_indosent.core.arguments import ArgumentError, TrainingArguments, parse_args
+from hf_indosent.data.smsa import DataFormatError, DownloadError, load_smsa
+from hf_indosent.modeling.loading import ModelSourceError, resolve_model_source
+from hf_indosent.training.checkpoints import list_checkpoints
+from hf_indosent.training.run_folder import LOCK_FILE, RunLock
 
 
 def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -151,7 +151,7 @@ def test_bad_data_file_keeps_the_old_run(tiny_model_dir, tiny_smsa_dir, tmp_path
 def test_not_enough_disk_space_refuses_before_touching_the_old_run(
     tiny_model_dir, tiny_smsa_dir, tmp_path, finished_run, monkeypatch
 ):
-    import hf_indosent.run_folder as run_folder
+    import hf_indosent.training.run_folder as run_folder
 
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
@@ -248,7 +248,7 @@ def test_signal_saves_a_checkpoint_at_the_current_step_and_resume_matches(
     # the signal arrives during the 17th batch: 12 batches per epoch, so mid-epoch 2, long before its end
     stopped = run_cli(
         "tests/crash_runner.py",
-        "hf_indosent.training:forward_backward",
+        "hf_indosent.training.loop:forward_backward",
         "17",
         "before",
         "--",
@@ -277,7 +277,7 @@ def test_ctrl_c_under_accelerate_launch_saves_a_checkpoint_and_resumes_with_the_
     launcher += ["--dynamo_backend", "no", "--cpu"]
     # the terminal's Ctrl-C: SIGINT to the launcher and the training process alike (one process group)
     process = subprocess.run(
-        [*launcher, "tests/crash_runner.py", "hf_indosent.training:forward_backward", "17", "before", "--", *args],
+        [*launcher, "tests/crash_runner.py", "hf_indosent.training.loop:forward_backward", "17", "before", "--", *args],
         cwd=ROOT,
         env={**os.environ, "CRASH_SIGNAL": "SIGINT", "CRASH_GROUP": "1"},
         capture_output=True,
@@ -305,8 +305,8 @@ def test_ctrl_c_under_accelerate_launch_saves_a_checkpoint_and_resumes_with_the_
 
 def test_the_same_signal_twice_stops_at_once_but_the_other_one_is_the_same_request():
     """Ctrl-C under `accelerate launch` >= 1.16: SIGINT from the terminal, then SIGTERM from the launcher."""
-    from hf_indosent.checkpointing import StopRequests
     from hf_indosent.cli import Interrupted
+    from hf_indosent.training.checkpoints import StopRequests
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     for first, then in ((signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)):
@@ -322,7 +322,7 @@ def test_the_same_signal_twice_stops_at_once_but_the_other_one_is_the_same_reque
 
 
 def test_resume_command_is_the_run_s_own_command(monkeypatch):
-    from hf_indosent.run_folder import resume_command
+    from hf_indosent.training.run_folder import resume_command
 
     argv = ["scripts/train.py", "--config", "c.yaml", "--overwrite_output_dir", "--seed", "3"]
     assert resume_command(argv) == "python scripts/train.py --config c.yaml --seed 3 --resume_from_checkpoint latest"
@@ -347,7 +347,7 @@ def test_resume_command_is_the_run_s_own_command(monkeypatch):
 
 
 def test_time_based_checkpoints_bound_what_a_hard_kill_loses(tiny_model_dir, tiny_smsa_dir, tmp_path, monkeypatch):
-    import hf_indosent.checkpointing as checkpointing
+    import hf_indosent.training.checkpoints as checkpointing
 
     assert TrainingArguments(output_dir="x").checkpointing_minutes == 15  # on by default
     clock = iter(range(0, 10**9, 16 * 60))  # every look at the clock: 16 more minutes have passed

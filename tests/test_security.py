@@ -16,10 +16,10 @@ from conftest import FAKE_TOKEN, run_train
 from safetensors.torch import save_file
 from test_hub import card_parts, model_index_metrics
 
-from hf_indosent.checkpointing import STATE_FILE, list_checkpoints
-from hf_indosent.data import LABEL_NAMES
-from hf_indosent.modeling import load_model, load_tokenizer
-from hf_indosent.prediction import Predictor
+from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.inference.predictor import Predictor
+from hf_indosent.modeling.loading import load_model, load_tokenizer
+from hf_indosent.training.checkpoints import STATE_FILE, list_checkpoints
 
 ACCELERATE_STATE_PICKLES = {"optimizer.bin", "scheduler.bin", "random_states_0.pkl"}
 

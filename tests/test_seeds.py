@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_indosent.seeds import aggregate, main, markdown_table, parse_seeds, restart_options
+from hf_indosent.training.seeds import aggregate, main, markdown_table, parse_seeds, restart_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,7 +141,7 @@ def test_ctrl_c_stops_the_seed_after_its_checkpoint_and_the_same_command_continu
     output_dir = tmp_path / "seeds"
     argv = ["--seeds", "1,2,3", "--output_dir", str(output_dir), "--learning_rate", "1e-4"]
     runner = (
-        "import sys; from pathlib import Path; from hf_indosent.seeds import main; "
+        "import sys; from pathlib import Path; from hf_indosent.training.seeds import main; "
         f"sys.exit(main(sys.argv[1:], train_script=Path({str(script)!r})))"
     )
     process = subprocess.Popen(
@@ -214,7 +214,7 @@ def test_usage_errors_exit_2(tmp_path, capsys, extra, message):
 
 def test_the_script_is_thin():
     source = (ROOT / "scripts" / "seeds.py").read_text()
-    assert "from hf_indosent.seeds import main" in source and len(source.splitlines()) < 20
+    assert "from hf_indosent.training.seeds import main" in source and len(source.splitlines()) < 20
 
 
 @pytest.mark.slow

@@ -28,10 +28,10 @@ import uvicorn
 from conftest import ROOT
 
 from hf_indosent.cli import main as cli_main
-from hf_indosent.command_arguments import InferenceArguments
-from hf_indosent.data import LABEL_NAMES
-from hf_indosent.model_source import ModelSourceError
-from hf_indosent.prediction import Predictor, predict
+from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.inference.arguments import InferenceArguments
+from hf_indosent.inference.predictor import Predictor, predict
+from hf_indosent.modeling.folders import ModelSourceError
 from hf_indosent.serving import app as app_module
 from hf_indosent.serving.app import ServeSetupError, create_app
 from hf_indosent.serving.arguments import SERVE_CPU_BATCH_TOKENS, ServeArguments
@@ -143,7 +143,7 @@ def test_batch_answers_in_request_order_as_predict_does(base, predictor):
 
 @pytest.fixture(scope="module")
 def exported(tiny_classifier_dir, tmp_path_factory) -> Path:
-    from hf_indosent.export import export
+    from hf_indosent.inference.export import export
 
     folder = tmp_path_factory.mktemp("serve-export") / "onnx"
     export(tiny_classifier_dir, folder)

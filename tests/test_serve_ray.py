@@ -40,8 +40,8 @@ def ray_on_loopback(monkeypatch):
 def test_ray_serve_deployment_answers_like_the_predictor(ray_on_loopback, tiny_classifier_dir):
     from ray import serve
 
-    from hf_indosent.command_arguments import InferenceArguments
-    from hf_indosent.prediction import Predictor
+    from hf_indosent.inference.arguments import InferenceArguments
+    from hf_indosent.inference.predictor import Predictor
     from hf_indosent.serving.arguments import ServeArguments
     from hf_indosent.serving.ray_deployment import app_builder, deployment
 

@@ -22,12 +22,12 @@ import pytest
 from conftest import ROOT, cli_args, run_cli
 
 from hf_indosent import cli
-from hf_indosent.arguments import TrainingArguments, _Parser, parse_args, unknown_options
-from hf_indosent.checkpointing import StopRequests, list_checkpoints, staged_dir
-from hf_indosent.folder_lock import LOCK_FILE, FolderLock, FolderLockedError
-from hf_indosent.shell import command, rerun_command, resume_command
-from hf_indosent.stopping import STOP_SIGNALS
-from hf_indosent.suggest import closest, did_you_mean
+from hf_indosent.core.arguments import TrainingArguments, _Parser, parse_args, unknown_options
+from hf_indosent.core.folder_lock import LOCK_FILE, FolderLock, FolderLockedError
+from hf_indosent.core.shell import command, rerun_command, resume_command
+from hf_indosent.core.stopping import STOP_SIGNALS
+from hf_indosent.core.suggest import closest, did_you_mean
+from hf_indosent.training.checkpoints import StopRequests, list_checkpoints, staged_dir
 
 AWKWARD = "my runs/ulasan é"
 """A run folder as people name them: a space and a non-ASCII letter (unquoted, a pasted command splits on it)."""
@@ -49,7 +49,9 @@ def hangups_reach_children():
 @pytest.fixture
 def no_terminal_to_leave(monkeypatch) -> list[int]:
     """In-process SIGHUP tests: record instead of pointing this pytest's own stdout/stderr at /dev/null."""
-    from hf_indosent import checkpointing, seeds, stopping
+    from hf_indosent.core import stopping
+    from hf_indosent.training import checkpoints as checkpointing
+    from hf_indosent.training import seeds
 
     calls: list[int] = []
     for module in (checkpointing, seeds, stopping):
@@ -74,7 +76,7 @@ def with_path(env: dict | None = None) -> dict:
 HOLDER = textwrap.dedent(
     """
     import json, sys
-    from hf_indosent.folder_lock import FolderLock
+    from hf_indosent.core.folder_lock import FolderLock
     folder, job, argv = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     sys.argv = argv  # the command line the lock records, as the first run's own
     with FolderLock(folder, job=job):
@@ -109,7 +111,7 @@ def must_not_load(*args, **kwargs):
 def test_a_second_baseline_into_a_folder_is_refused_at_once_naming_the_first(
     tiny_smsa_dir, tmp_path, monkeypatch, capsys
 ):
-    from hf_indosent import baseline
+    from hf_indosent.inference import baseline
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -137,7 +139,7 @@ def test_a_second_baseline_into_a_folder_is_refused_at_once_naming_the_first(
 def test_a_second_adaptation_into_a_folder_is_refused_at_once_naming_the_first(
     tiny_model_dir, tiny_smsa_dir, tmp_path, monkeypatch, capsys
 ):
-    from hf_indosent import adaptation
+    from hf_indosent.training import adaptation
 
     folder = tmp_path / "adapted"
     argv = ["adapt", "--model_name_or_path", str(tiny_model_dir), "--data_dir", str(tiny_smsa_dir)]
@@ -166,10 +168,10 @@ def test_a_second_export_into_a_folder_is_refused_then_the_export_holds_and_rele
 
 
 def test_the_lock_is_released_after_an_error(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
-    from hf_indosent.adaptation import adapt
-    from hf_indosent.arguments import DataArguments
-    from hf_indosent.baseline import run_baseline
-    from hf_indosent.command_arguments import AdaptArguments, BaselineArguments
+    from hf_indosent.core.arguments import DataArguments
+    from hf_indosent.inference.arguments import AdaptArguments, BaselineArguments
+    from hf_indosent.inference.baseline import run_baseline
+    from hf_indosent.training.adaptation import adapt
 
     run_dir = tmp_path / "baseline"
     run_dir.mkdir()
@@ -217,7 +219,7 @@ def test_only_the_main_process_takes_the_lock(tmp_path, monkeypatch):
 
 
 def test_a_second_seeds_runner_into_a_folder_is_refused(tmp_path, capsys):
-    from hf_indosent.seeds import main
+    from hf_indosent.training.seeds import main
 
     output_dir = tmp_path / "seeds"
     with FolderLock(output_dir, job="seeds run"):
@@ -262,7 +264,7 @@ def test_sighup_is_a_stop_request_everywhere_and_an_ignored_one_stays_ignored(no
 
 
 def test_seeds_pass_sighup_on_to_the_training(tmp_path, no_terminal_to_leave):
-    from hf_indosent.seeds import wait_passing_signals
+    from hf_indosent.training.seeds import wait_passing_signals
 
     script = (
         "import signal, sys, time\nsignal.signal(signal.SIGHUP, lambda *a: sys.exit(7))\nprint('ready', flush=True)"
@@ -289,7 +291,7 @@ def test_sighup_mid_training_saves_a_checkpoint_exits_129_and_the_printed_comman
     # SIGHUP during the 17th batch of 24 (12 per epoch): mid-epoch 2
     stopped = run_cli(
         "tests/crash_runner.py",
-        "hf_indosent.training:forward_backward",
+        "hf_indosent.training.loop:forward_backward",
         "17",
         "before",
         "--",
@@ -333,7 +335,7 @@ PTY_TRAINING = textwrap.dedent(
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty becomes the terminal of this session's leader, as a login shell's
     signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as under a terminal, whatever this test's parent ignores
 
-    import hf_indosent.training as training
+    import hf_indosent.training.loop as training
     from hf_indosent.cli import main
 
     marker, nth, *train_args = sys.argv[1:]
@@ -388,10 +390,10 @@ def test_closing_the_terminal_saves_a_checkpoint_and_exits_129(tiny_model_dir, t
 def test_sighup_during_adapt_saves_the_model_and_the_printed_command_continues_it(
     tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir, monkeypatch, no_terminal_to_leave
 ):
-    from hf_indosent import adaptation
-    from hf_indosent.arguments import DataArguments
-    from hf_indosent.command_arguments import AdaptArguments
-    from hf_indosent.stopping import Interrupted
+    from hf_indosent.core.arguments import DataArguments
+    from hf_indosent.core.stopping import Interrupted
+    from hf_indosent.inference.arguments import AdaptArguments
+    from hf_indosent.training import adaptation
 
     original, calls = adaptation.MaskedPositionsLoss.forward, []
 
@@ -453,7 +455,7 @@ def test_resume_and_rerun_commands_quote_every_path(monkeypatch):
 
 
 def test_the_final_summary_s_next_commands_paste_as_printed():
-    from hf_indosent.reporting import final_summary
+    from hf_indosent.training.reporting import final_summary
 
     results = {"metric_for_best_model": "f1", "validation": {"f1": 0.9}, "best_epoch": 1, "epochs_completed": 2}
     run_dir, data_dir = Path(AWKWARD), "data sets/smsa é"
@@ -472,8 +474,8 @@ def test_the_final_summary_s_next_commands_paste_as_printed():
 def test_a_nan_loss_says_the_resume_command_quoted(monkeypatch):
     import torch
 
-    from hf_indosent.checkpointing import TrainState
-    from hf_indosent.steps import EpochTally, NonFiniteLossError
+    from hf_indosent.training.checkpoints import TrainState
+    from hf_indosent.training.step import EpochTally, NonFiniteLossError
 
     monkeypatch.setattr(sys, "argv", ["/venv/bin/hf-indosent", "train", "--output_dir", AWKWARD])
     tally = EpochTally(torch.device("cpu"), 0, 3)
@@ -493,7 +495,7 @@ def test_a_nan_loss_says_the_resume_command_quoted(monkeypatch):
 
 
 def test_seeds_quote_the_options_they_compare(tmp_path):
-    from hf_indosent.seeds import REPORT, check_same_recipe
+    from hf_indosent.training.seeds import REPORT, check_same_recipe
 
     earlier = ["--config", "my configs/é.yaml"]
     (tmp_path / REPORT).write_text(json.dumps({"train_args": earlier}))

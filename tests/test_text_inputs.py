@@ -1,7 +1,7 @@
 """Issue 27, text inputs: one bad character costs its row, not the file; a file that is not text is refused as a whole;
 ``predict | head`` stops when the reader goes.
 
-The text-encoding guard (:func:`hf_indosent.textio.text_problem`, called by ``prediction.input_error`` for every row
+The text-encoding guard (:func:`hf_indosent.inference.inputs.text_problem`, called by ``prediction.input_error`` for every row
 of every predictor) is exercised through every way in: arguments, stdin, txt/csv/jsonl/parquet files, ``--dataset``,
 ``predict_dataset``, the Python API, the demo and predict at scale. The bad row is always row 1 of
 [good, bad, good, good]: it keeps its place with an error, and the others keep the labels they get alone.
@@ -28,9 +28,9 @@ import pytest
 from conftest import ROOT
 
 from hf_indosent import cli, predict, predict_dataset
-from hf_indosent.data import DataFormatError, load_smsa
-from hf_indosent.prediction import Predictor
-from hf_indosent.textio import open_input, text_problem
+from hf_indosent.data.smsa import DataFormatError, load_smsa
+from hf_indosent.inference.inputs import open_input, text_problem
+from hf_indosent.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -209,7 +209,7 @@ def test_a_text_the_tokenizer_refuses_costs_its_row_only(predictor, expected, mo
 def demo_functions(model: Path) -> dict:
     """The demo's event functions by API name, called here directly (no server)."""
     pytest.importorskip("gradio")
-    from hf_indosent.demo import build_app
+    from hf_indosent.sharing.demo import build_app
 
     app = build_app(model, device="cpu")
     return {function.api_name: function.fn for function in app.fns.values()}
@@ -370,8 +370,8 @@ def test_evaluate_refuses_a_row_the_model_could_not_take_by_its_number():
     evaluate names it (the one-line error) instead of a KeyError on its missing label."""
     import datasets
 
-    from hf_indosent.evaluation import evaluate_dataset
-    from hf_indosent.prediction import ChunkedPredictor, error_result
+    from hf_indosent.inference.evaluate import evaluate_dataset
+    from hf_indosent.inference.predictor import ChunkedPredictor, error_result
 
     class OneBadRow(ChunkedPredictor):
         label_names, max_length, chunk_size = ["positive", "negative"], 8, 4

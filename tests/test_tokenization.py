@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_indosent.data import load_smsa
-from hf_indosent.modeling import load_tokenizer
-from hf_indosent.steps import MicroBatchCollator
-from hf_indosent.tokenization import build_collator, tokenize_dataset
+from hf_indosent.data.smsa import load_smsa
+from hf_indosent.data.tokenization import build_collator, tokenize_dataset
+from hf_indosent.modeling.loading import load_tokenizer
+from hf_indosent.training.step import MicroBatchCollator
 
 
 def test_tokenize_truncates_keeps_length_and_labels(tiny_model_dir, tiny_smsa_dir, cache_dir):

@@ -129,8 +129,8 @@ def test_log_reports_throughput_counts(tiny_model_dir, tiny_smsa_dir, tmp_path, 
         assert train["seconds"] > 0 and 0 <= train["padding_fraction"] < 1
         fractions[name] = train["padding_fraction"]
         tokens.add(train["tokens"])
-    from hf_indosent.data import load_smsa
-    from hf_indosent.modeling import load_tokenizer
+    from hf_indosent.data.smsa import load_smsa
+    from hf_indosent.modeling.loading import load_tokenizer
 
     texts = load_smsa(data_dir=tiny_smsa_dir, cache_dir=cache_dir)["train"]["text"]
     tokenizer = load_tokenizer(str(tiny_model_dir))
@@ -162,10 +162,10 @@ def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, c
     """`accelerate launch` leaves a CPU run on one thread (OMP_NUM_THREADS=1) unless told otherwise."""
     from accelerate import Accelerator
 
-    from hf_indosent import training_setup
+    from hf_indosent.training import setup as training_setup
 
     monkeypatch.setattr(training_setup, "usable_cpu_cores", lambda: cores)
-    with caplog.at_level("WARNING", logger="hf_indosent.training_setup"):
+    with caplog.at_level("WARNING", logger="hf_indosent.training.setup"):
         training_setup.warn_if_few_cpu_threads(Accelerator(cpu=True))
     assert ("--num_cpu_threads_per_process 4" in caplog.text) is warned
 
@@ -183,8 +183,8 @@ def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, c
 def test_device_defaults_resolve_per_device_and_yield_to_explicit_flags(device, given, expected):
     import torch
 
-    from hf_indosent.arguments import TrainingArguments
-    from hf_indosent.training_setup import device_defaults
+    from hf_indosent.core.arguments import TrainingArguments
+    from hf_indosent.training.setup import device_defaults
 
     defaults = device_defaults(torch.device(device), TrainingArguments(output_dir="x", **given))
     assert (defaults.micro_batches, defaults.pin_memory, defaults.tf32) == expected
@@ -201,8 +201,8 @@ def test_device_defaults_resolve_per_device_and_yield_to_explicit_flags(device, 
     ],
 )
 def test_precision_resolves_from_a_measurement_on_cpu(monkeypatch, given, launched, speedup, expected):
-    from hf_indosent import training_setup
-    from hf_indosent.arguments import TrainingArguments
+    from hf_indosent.core.arguments import TrainingArguments
+    from hf_indosent.training import setup as training_setup
 
     if launched is None:
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
@@ -220,7 +220,7 @@ def test_precision_on_a_gpu_is_fp32_and_a_resumed_run_keeps_its_own(monkeypatch,
 
     import torch
 
-    from hf_indosent import training_setup
+    from hf_indosent.training import setup as training_setup
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: pytest.fail("measured on a GPU"))
@@ -237,7 +237,7 @@ def test_only_the_main_process_measures_and_the_others_take_its_choice(monkeypat
 
     import torch
 
-    from hf_indosent import training_setup
+    from hf_indosent.training import setup as training_setup
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: pytest.fail("measured on a non-main process"))
@@ -257,7 +257,7 @@ def test_only_the_main_process_measures_and_the_others_take_its_choice(monkeypat
 def test_bf16_speed_probe_measures_a_ratio():
     import math
 
-    from hf_indosent.devices import bf16_matmul_speedup
+    from hf_indosent.modeling.devices import bf16_matmul_speedup
 
     # no range: on an AMD Zen 3 (AVX2 only) emulated bf16 reads 0.008x, on a Zen 4 4.5x
     ratio = bf16_matmul_speedup(threads=1, repeats=2)
@@ -273,7 +273,7 @@ def test_bf16_speed_probe_keeps_the_best_samples_and_stops_early_where_bf16_is_e
 ):
     import torch
 
-    from hf_indosent import devices
+    from hf_indosent.modeling import devices
 
     timed = []
 
@@ -292,7 +292,7 @@ def test_evaluation_scores_in_fp32_under_mixed_precision(tiny_model_dir):
     from accelerate import Accelerator
     from transformers import AutoModelForSequenceClassification
 
-    from hf_indosent.training import full_precision_forward
+    from hf_indosent.training.loop import full_precision_forward
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3).eval()
     batch = {"input_ids": torch.randint(5, 100, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
@@ -322,9 +322,9 @@ def test_run_records_the_resolved_device_defaults(tiny_model_dir, tiny_smsa_dir,
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
 def test_best_model_is_calibrated_and_keeps_its_labels(precision, tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
-    from hf_indosent.data import load_smsa
-    from hf_indosent.metrics import compute_metrics
-    from hf_indosent.prediction import Predictor
+    from hf_indosent.data.smsa import load_smsa
+    from hf_indosent.inference.predictor import Predictor
+    from hf_indosent.metrics.scores import compute_metrics
 
     run_dir = tmp_path / "run"
     run_train(tiny_model_dir, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2, mixed_precision=precision)
@@ -345,9 +345,9 @@ def test_best_model_is_calibrated_and_keeps_its_labels(precision, tiny_model_dir
 
 
 def test_class_weights_balanced_and_explicit(no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir):
-    from hf_indosent.arguments import ArgumentError, TrainingArguments
-    from hf_indosent.steps import balanced_class_weights
-    from hf_indosent.training_setup import class_weights_of
+    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.training.setup import class_weights_of
+    from hf_indosent.training.step import balanced_class_weights
 
     assert balanced_class_weights([6, 2, 4]) == pytest.approx([12 / 18, 12 / 6, 12 / 12])
     args = TrainingArguments(output_dir="x", class_weights="1,3,1")
@@ -392,7 +392,7 @@ def test_label_smoothing_is_the_whole_batch_smoothed_loss(tiny_model_dir, class_
     from accelerate import Accelerator
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from hf_indosent.steps import MicroBatchCollator, forward_backward
+    from hf_indosent.training.step import MicroBatchCollator, forward_backward
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     texts = ["makanan enak sekali", "tidak", "pelayanan buruk dan lama sekali menunggu", "biasa saja", "mantap"]
@@ -443,7 +443,7 @@ def test_focal_loss_is_the_whole_batch_focal_loss(tiny_model_dir, class_weights)
     from accelerate import Accelerator
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-    from hf_indosent.steps import MicroBatchCollator, forward_backward
+    from hf_indosent.training.step import MicroBatchCollator, forward_backward
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     texts = ["makanan enak sekali", "tidak", "pelayanan buruk dan lama sekali menunggu", "biasa saja", "mantap"]
@@ -479,14 +479,14 @@ def test_focal_loss_is_the_whole_batch_focal_loss(tiny_model_dir, class_weights)
 
 @pytest.mark.parametrize("value", [-1, 11, "2"])
 def test_focal_gamma_out_of_range_is_refused(value):
-    from hf_indosent.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
 
     with pytest.raises(ArgumentError, match=f"focal_gamma={value!r} must be in \\[0, 10\\]"):
         TrainingArguments(output_dir="x", focal_gamma=value)
 
 
 def test_focal_loss_and_label_smoothing_together_are_refused():
-    from hf_indosent.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
 
     with pytest.raises(ArgumentError, match="cannot be combined: set one of them to 0"):
         TrainingArguments(output_dir="x", focal_gamma=2, label_smoothing=0.1)
@@ -495,7 +495,7 @@ def test_focal_loss_and_label_smoothing_together_are_refused():
 
 @pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "0.1"])
 def test_label_smoothing_out_of_range_is_refused(value):
-    from hf_indosent.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
 
     with pytest.raises(ArgumentError, match=f"label_smoothing={value!r} must be in \\[0, 1\\)"):
         TrainingArguments(output_dir="x", label_smoothing=value)

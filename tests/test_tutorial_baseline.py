@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from hf_indosent.modeling import load_tokenizer
+from hf_indosent.modeling.loading import load_tokenizer
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

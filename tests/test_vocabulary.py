@@ -20,7 +20,7 @@ def tokenizer(tiny_model_dir):
 
 
 def test_frequent_new_words_are_the_split_ones_most_frequent_first(tokenizer):
-    from hf_indosent.vocabulary import frequent_new_words
+    from hf_indosent.training.vocabulary import frequent_new_words
 
     assert all(len(tokenizer.tokenize(word)) > 1 for word in NEW_WORDS)
     texts = [
@@ -37,7 +37,7 @@ def test_frequent_new_words_are_the_split_ones_most_frequent_first(tokenizer):
 def test_extended_tokenizer_keeps_old_ids_and_reads_new_words_whole_only(tokenizer, tmp_path):
     from transformers import AutoTokenizer
 
-    from hf_indosent.vocabulary import extend_tokenizer
+    from hf_indosent.training.vocabulary import extend_tokenizer
 
     extended = extend_tokenizer(tokenizer, NEW_WORDS)
     assert len(extended) == len(tokenizer) + len(NEW_WORDS)
@@ -61,7 +61,7 @@ def test_new_embeddings_start_at_the_mean_of_their_old_pieces(tiny_model_dir, to
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from hf_indosent.vocabulary import extend_tokenizer, init_new_embeddings
+    from hf_indosent.training.vocabulary import extend_tokenizer, init_new_embeddings
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
     with torch.no_grad():
@@ -88,8 +88,8 @@ def test_a_tokenizer_that_is_not_wordpiece_is_refused_with_the_fix(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from hf_indosent.arguments import ArgumentError
-    from hf_indosent.vocabulary import frequent_new_words
+    from hf_indosent.core.arguments import ArgumentError
+    from hf_indosent.training.vocabulary import frequent_new_words
 
     word_level = Tokenizer(models.WordLevel({"[UNK]": 0, "enak": 1}, unk_token="[UNK]"))
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -100,8 +100,8 @@ def test_a_tokenizer_that_is_not_wordpiece_is_refused_with_the_fix(tmp_path):
 
 @pytest.mark.parametrize("value", [-1, 2.5, True])
 def test_extend_vocab_must_be_a_whole_number(value):
-    from hf_indosent.arguments import ArgumentError
-    from hf_indosent.command_arguments import AdaptArguments
+    from hf_indosent.core.arguments import ArgumentError
+    from hf_indosent.inference.arguments import AdaptArguments
 
     with pytest.raises(ArgumentError, match=f"extend_vocab={value!r} must be a whole number"):
         AdaptArguments(model_name_or_path="m", output_dir="o", extend_vocab=value)
@@ -137,7 +137,7 @@ def test_adapt_with_extended_vocabulary_writes_a_folder_that_trains_and_loads(
     assert classifier(f"makanan {added[1]}")[0]["label"] in {"positive", "neutral", "negative"}
     assert classifier.tokenizer.tokenize(added[1]) == [added[1]]
 
-    from hf_indosent.model_card import build_model_card
+    from hf_indosent.sharing.model_card import build_model_card
 
     card = build_model_card("me/vocab-model", ["positive", "neutral", "negative"], recipe=recipe)
     assert "with 2 of their frequent words added to the vocabulary as whole tokens" in card

@@ -1,6 +1,6 @@
 """``hf-indosent serve`` options: where to listen and the service's limits (the model's are InferenceArguments).
 
-Light at import (standard library and :mod:`hf_indosent.arguments`), like the other commands' arguments, so
+Light at import (standard library and :mod:`hf_indosent.core.arguments`), like the other commands' arguments, so
 ``--help`` and usage errors answer before torch is imported. Names and defaults follow Hugging Face
 text-embeddings-inference (TEI) where it has the same setting, so a TEI deployment's numbers carry over.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_indosent.arguments import check, check_numbers
-from hf_indosent.command_arguments import DEFAULT_HOST
+from hf_indosent.core.arguments import check, check_numbers
+from hf_indosent.inference.arguments import DEFAULT_HOST
 
 DEFAULT_PORT = 8080
 SERVE_CPU_BATCH_TOKENS = 512
@@ -24,7 +24,7 @@ MAX_WAIT_LIMIT_MS = 10_000.0
 
 @dataclass
 class ServeArguments:
-    """``hf-indosent serve`` options besides the model's (:class:`~hf_indosent.command_arguments.InferenceArguments`:
+    """``hf-indosent serve`` options besides the model's (:class:`~hf_indosent.inference.arguments.InferenceArguments`:
     ``--model``, ``--backend``, ``--max_batch_tokens``, ``--batch_size``, ``--max_length``, ``--device``).
 
     ``--max_batch_tokens`` is also the batcher's budget per model call; on a CPU it defaults to

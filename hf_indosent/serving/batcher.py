@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from hf_indosent.model_source import short_reason
+from hf_indosent.modeling.folders import short_reason
 from hf_indosent.serving.protocol import RequestError
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The model as the service calls it: the same :class:`~hf_indosent.prediction.Predictor` as ``hf-indosent predict``.
+"""The model as the service calls it: the same :class:`~hf_indosent.inference.predictor.Predictor` as ``hf-indosent predict``.
 
 Inference is never re-implemented here: every backend, the length-sorted batching by ``max_batch_tokens``, the
 truncation and the scores are the Predictor's, so the service answers what ``predict`` writes. What the service adds:
@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from hf_indosent.command_arguments import CPU_BATCH_TOKENS
-from hf_indosent.model_source import short_reason
-from hf_indosent.prediction import ChunkedPredictor, model_identity
+from hf_indosent.inference.arguments import CPU_BATCH_TOKENS
+from hf_indosent.inference.predictor import ChunkedPredictor, model_identity
+from hf_indosent.modeling.folders import short_reason
 from hf_indosent.serving.protocol import TRUNCATION_SIDES, RequestError
 
 logger = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hf_indosent.arguments import parse_args
-from hf_indosent.command_arguments import InferenceArguments
+from hf_indosent.core.arguments import parse_args
+from hf_indosent.inference.arguments import InferenceArguments
 from hf_indosent.serving.arguments import ServeArguments
 
 try:

@@ -6,7 +6,7 @@ files, before torch loads anything), a GPU with ``--workers`` > 1, an unset ``--
 a host that is not this machine's. The socket is bound here, so ``--port 0`` picks a free port and the log says which.
 
 The model then loads in the background while the port answers ``/health`` with 503; a model that fails to load stops
-the server with its one-line error (exit 1). SIGTERM or SIGINT (through :mod:`hf_indosent.stopping`, as every
+the server with its one-line error (exit 1). SIGTERM or SIGINT (through :mod:`hf_indosent.core.stopping`, as every
 command) stops accepting connections, lets the requests in flight finish within ``--graceful_timeout``, and exits 0.
 
 ``--workers N`` runs N uvicorn processes on the same socket (uvicorn's supervisor: a worker that dies is replaced,
@@ -30,12 +30,12 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from hf_indosent import stopping
 from hf_indosent.cli import describe
-from hf_indosent.command_arguments import InferenceArguments
-from hf_indosent.devices import usable_cpu_cores
-from hf_indosent.model_source import baseline_folder
-from hf_indosent.prediction import resolve_backend, resolve_device
+from hf_indosent.core import stopping
+from hf_indosent.inference.arguments import InferenceArguments
+from hf_indosent.inference.predictor import resolve_backend, resolve_device
+from hf_indosent.modeling.devices import usable_cpu_cores
+from hf_indosent.modeling.folders import baseline_folder
 from hf_indosent.serving.app import ServeSetupError, api_key_digest, create_app
 from hf_indosent.serving.arguments import ServeArguments
 

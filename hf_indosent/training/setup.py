@@ -1,6 +1,6 @@
 """Setup of a training run: the Accelerator, the checks that come before an old run is replaced, data, model, loaders.
 
-:func:`setup` returns the :class:`Run` the loop in :mod:`hf_indosent.training` works on, and the :class:`TrainState`
+:func:`setup` returns the :class:`Run` the loop in :mod:`hf_indosent.training.loop` works on, and the :class:`TrainState`
 to start from (fresh, or restored from a checkpoint).
 """
 
@@ -24,8 +24,22 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.checkpointing import (
+from hf_indosent.core.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.data.smsa import NO_LABEL, load_smsa, require_labels
+from hf_indosent.data.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
+from hf_indosent.inference.inputs import check_output_folder
+from hf_indosent.metrics.scores import load_metric
+from hf_indosent.modeling.devices import BF16_MIN_SPEEDUP, bf16_matmul_speedup, usable_cpu_cores
+from hf_indosent.modeling.loading import (
+    BEST_DIR,
+    adaptation_of,
+    load_config,
+    load_model,
+    load_tokenizer,
+    resolve_model_source,
+)
+from hf_indosent.sharing.hub import check_hub_access
+from hf_indosent.training.checkpoints import (
     CheckpointClock,
     StopRequests,
     TrainState,
@@ -34,21 +48,9 @@ from hf_indosent.checkpointing import (
     remove_staging,
     resolve_checkpoint,
 )
-from hf_indosent.data import NO_LABEL, load_smsa, require_labels
-from hf_indosent.devices import BF16_MIN_SPEEDUP, bf16_matmul_speedup, usable_cpu_cores
-from hf_indosent.hub import check_hub_access
-from hf_indosent.metrics import load_metric
-from hf_indosent.modeling import (
-    BEST_DIR,
-    adaptation_of,
-    load_config,
-    load_model,
-    load_tokenizer,
-    resolve_model_source,
-)
-from hf_indosent.packing import PackedCollator, packing_unavailable
-from hf_indosent.reporting import start_summary
-from hf_indosent.run_folder import (
+from hf_indosent.training.packing import PackedCollator, packing_unavailable
+from hf_indosent.training.reporting import start_summary
+from hf_indosent.training.run_folder import (
     DEVICE_RESOLVED,
     arguments_record,
     check_free_space,
@@ -59,10 +61,8 @@ from hf_indosent.run_folder import (
     replace_old_run,
     write_arguments,
 )
-from hf_indosent.sampling import EpochBatchSampler
-from hf_indosent.steps import MicroBatchCollator, balanced_class_weights
-from hf_indosent.textio import check_output_folder
-from hf_indosent.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
+from hf_indosent.training.sampling import EpochBatchSampler
+from hf_indosent.training.step import MicroBatchCollator, balanced_class_weights
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class DeviceDefaults:
     micro_batches: int  # length-sorted parts per batch: less padding, but more, smaller passes
     pin_memory: bool  # page-locked host batches, copied to the GPU without blocking
     tf32: bool  # TensorFloat-32 matmuls (NVIDIA Ampere and newer)
-    packing: bool = False  # one padding-free pass per batch (hf_indosent.packing)
+    packing: bool = False  # one padding-free pass per batch (hf_indosent.training.packing)
 
 
 CPU_DEFAULTS = DeviceDefaults(micro_batches=4, pin_memory=False, tf32=False, packing=True)
@@ -154,7 +154,7 @@ def device_defaults(
     """The device's defaults, with every explicitly given argument taking precedence.
 
     ``packing_unavailable`` is why this model or launch cannot be packed (see
-    :func:`hf_indosent.packing.packing_unavailable`): auto then falls back to micro-batches, ``--packing true`` is
+    :func:`hf_indosent.training.packing.packing_unavailable`): auto then falls back to micro-batches, ``--packing true`` is
     refused with the reason. ``resumed`` is the launch a resumed run recorded: its settings stand in for unset ones,
     so a run resumes as it was launched (also across a release that changed a default), never refused for it."""
     base = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
@@ -398,7 +398,7 @@ def setup(
 
 
 def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDict, defaults: DeviceDefaults) -> dict:
-    """The start summary's figures (see :func:`hf_indosent.reporting.start_summary`)."""
+    """The start summary's figures (see :func:`hf_indosent.training.reporting.start_summary`)."""
     accelerator, args = run.accelerator, run.args
     splits = {name: split.num_rows for name, split in dataset.items()}
     if "test" in dataset and "test" not in run.eval_loaders:

@@ -1,6 +1,6 @@
 """Model loading: `AutoModelForSequenceClassification` with label names from the dataset, and every load checked.
 
-What a model argument names is checked from its files first (:mod:`hf_indosent.model_source`, which needs no torch).
+What a model argument names is checked from its files first (:mod:`hf_indosent.modeling.folders`, which needs no torch).
 Loading then checks the weights themselves: a trained classifier (:func:`load_classifier`: predict, evaluate, demo,
 export, push, training's best model) must get every parameter from its weights with the shape its config gives it,
 never a freshly initialised layer; a base model to fine-tune (:func:`load_model`) may get a fresh head, never a fresh
@@ -29,10 +29,10 @@ from transformers import (
 )
 
 # BEST_DIR, BASELINE_FILE and baseline_folder are re-exported: the modules that name model folders import them here.
-from hf_indosent.model_source import BASELINE_FILE as BASELINE_FILE
-from hf_indosent.model_source import BEST_DIR as BEST_DIR
-from hf_indosent.model_source import ModelSourceError, resolve_model_path, resolve_model_source, short_reason
-from hf_indosent.model_source import baseline_folder as baseline_folder
+from hf_indosent.modeling.folders import BASELINE_FILE as BASELINE_FILE
+from hf_indosent.modeling.folders import BEST_DIR as BEST_DIR
+from hf_indosent.modeling.folders import ModelSourceError, resolve_model_path, resolve_model_source, short_reason
+from hf_indosent.modeling.folders import baseline_folder as baseline_folder
 
 logger = logging.getLogger(__name__)
 

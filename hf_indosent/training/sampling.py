@@ -4,7 +4,7 @@ Evaluation batches are always sorted by length (least padding, order does not ma
 shuffles unless ``group_by_length``: then indices are shuffled, cut into "mega-batches" of ``mega_batch_factor``
 batches, sorted by length inside each mega-batch, and the batches are shuffled again, so batches stay random across
 epochs while each holds texts of similar length. That is off by default because on SmSA length predicts the label;
-:class:`hf_indosent.tokenization.MicroBatchCollator` cuts training padding without changing the batches.
+:class:`hf_indosent.data.tokenization.MicroBatchCollator` cuts training padding without changing the batches.
 """
 
 from __future__ import annotations

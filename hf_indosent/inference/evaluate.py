@@ -1,7 +1,7 @@
 """``hf-indosent evaluate``: score a saved model on a labelled split (SmSA or your own file).
 
-Predictions come from the same :class:`~hf_indosent.prediction.Predictor` as ``predict``, so what is evaluated is
-exactly what users get. Metrics come from our ``evaluate`` module (:mod:`hf_indosent.metrics`). Outputs: one JSON file
+Predictions come from the same :class:`~hf_indosent.inference.predictor.Predictor` as ``predict``, so what is evaluated is
+exactly what users get. Metrics come from our ``evaluate`` module (:mod:`hf_indosent.metrics.scores`). Outputs: one JSON file
 (macro metrics, per-class report, confusion matrix) and a confusion-matrix PNG.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
-from hf_indosent.command_arguments import EvaluateArguments, InferenceArguments
-from hf_indosent.data import load_smsa, require_labels
-from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
-from hf_indosent.prediction import ChunkedPredictor, load_predictor
-from hf_indosent.reporting import plot_confusion_matrix, write_json
-from hf_indosent.textio import check_output_folder, check_output_spares_inputs, made_folder
+from hf_indosent.data.smsa import load_smsa, require_labels
+from hf_indosent.inference.arguments import EvaluateArguments, InferenceArguments
+from hf_indosent.inference.inputs import check_output_folder, check_output_spares_inputs, made_folder
+from hf_indosent.inference.predictor import ChunkedPredictor, load_predictor
+from hf_indosent.metrics.scores import compute_metrics, confusion, load_metric, per_class_report
+from hf_indosent.training.reporting import plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
 

@@ -33,25 +33,25 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from hf_indosent.arguments import ArgumentError, DataArguments, ModelArguments
-from hf_indosent.checkpointing import StopRequests, make_readable, staged_dir
-from hf_indosent.command_arguments import AdaptArguments
-from hf_indosent.folder_lock import holds_files
-from hf_indosent.modeling import (
+from hf_indosent.core.arguments import ArgumentError, DataArguments, ModelArguments
+from hf_indosent.core.folder_lock import holds_files
+from hf_indosent.core.shell import command, rerun_command
+from hf_indosent.core.stopping import Interrupted
+from hf_indosent.data.tokenization import LENGTH_COLUMN, tokenize_dataset
+from hf_indosent.inference.arguments import AdaptArguments
+from hf_indosent.inference.inputs import check_output_folder
+from hf_indosent.modeling.loading import (
     ADAPT_FILE,
     adaptation_stages,
     load_tokenizer,
     resolve_model_path,
     resolve_model_source,
 )
-from hf_indosent.run_folder import lock_run_dir
-from hf_indosent.sampling import EpochBatchSampler
-from hf_indosent.shell import command, rerun_command
-from hf_indosent.stopping import Interrupted
-from hf_indosent.textio import check_output_folder
-from hf_indosent.tokenization import LENGTH_COLUMN, tokenize_dataset
-from hf_indosent.training_setup import check_max_seq_len, load_data, resolve_mixed_precision
-from hf_indosent.vocabulary import extend_vocabulary
+from hf_indosent.training.checkpoints import StopRequests, make_readable, staged_dir
+from hf_indosent.training.run_folder import lock_run_dir
+from hf_indosent.training.sampling import EpochBatchSampler
+from hf_indosent.training.setup import check_max_seq_len, load_data, resolve_mixed_precision
+from hf_indosent.training.vocabulary import extend_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def stopped_message(folder: Path, stopped: dict[str, Any], args: AdaptArguments)
 def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds.
 
-    The output folder is locked from its check to the written model (:func:`~hf_indosent.run_folder.lock_run_dir`):
+    The output folder is locked from its check to the written model (:func:`~hf_indosent.training.run_folder.lock_run_dir`):
     a second adaptation (or any other writer) into it is refused at once."""
     started = time.perf_counter()
     folder = Path(args.output_dir)

@@ -3,7 +3,7 @@
 :class:`MicroBatchCollator` cuts each shuffled batch into parts of similar length; :func:`forward_backward` runs the
 parts and adds their gradients so the optimizer sees the whole batch; :class:`EpochTally` keeps the epoch's loss,
 token counts and confusion counts on the device, and folds them into the checkpointed
-:attr:`~hf_indosent.checkpointing.TrainState.epoch_sums`.
+:attr:`~hf_indosent.training.checkpoints.TrainState.epoch_sums`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from hf_indosent.checkpointing import TrainState
-from hf_indosent.packing import packed_logits
-from hf_indosent.shell import resume_command
+from hf_indosent.core.shell import resume_command
+from hf_indosent.training.checkpoints import TrainState
+from hf_indosent.training.packing import packed_logits
 
 
 class NonFiniteLossError(RuntimeError):
@@ -68,7 +68,7 @@ def forward_backward(
     focal_gamma: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`), or its one packed pass
-    (see :class:`~hf_indosent.packing.PackedCollator`).
+    (see :class:`~hf_indosent.training.packing.PackedCollator`).
 
     Each part's loss is its share of the whole batch's mean loss, so the summed gradients equal those of the whole
     batch. With ``class_weights`` the loss is the weighted cross-entropy (as ``F.cross_entropy(weight=...)`` over the
@@ -79,7 +79,7 @@ def forward_backward(
     """
     labels = batch["labels"].to(accelerator.device)
     total = float(len(labels)) if class_weights is None else class_weights[labels].sum()
-    if "packed" in batch:  # one padding-free pass (hf_indosent.packing); a single process, so nothing to sync
+    if "packed" in batch:  # one padding-free pass (hf_indosent.training.packing); a single process, so nothing to sync
         with accelerator.autocast():
             logits = packed_logits(accelerator.unwrap_model(model), batch["packed"])
         sorted_labels = batch["sorted_labels"].to(accelerator.device)

@@ -25,8 +25,8 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from hf_indosent.folder_lock import carry_lock
-from hf_indosent.stopping import Interrupted, handled, leave_closed_terminal
+from hf_indosent.core.folder_lock import carry_lock
+from hf_indosent.core.stopping import Interrupted, handled, leave_closed_terminal
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +36,11 @@ _NAME = re.compile(r"^checkpoint-e(\d+)-s(\d+)$")
 
 
 class StopRequests:
-    """A stop signal while training (:data:`~hf_indosent.stopping.STOP_SIGNALS`: Ctrl-C, SIGTERM, a closed
+    """A stop signal while training (:data:`~hf_indosent.core.stopping.STOP_SIGNALS`: Ctrl-C, SIGTERM, a closed
     terminal's SIGHUP): save a checkpoint at the next optimizer step, then stop.
 
     The first signal only sets :attr:`signum`; the loop checks it after each step. The same signal again stops at once
-    (:class:`~hf_indosent.stopping.Interrupted`), losing only the steps since the last checkpoint. The other signal
+    (:class:`~hf_indosent.core.stopping.Interrupted`), losing only the steps since the last checkpoint. The other signal
     does not: ``accelerate launch`` (1.16 on) answers a terminal's Ctrl-C, which reached this process too, by sending
     it SIGTERM (and SIGKILL 5 s later), which is the same request, not a second one. SIGHUP never stops at once: a
     closing terminal sends it more than once (the shell passes it on to its jobs, then the kernel sends it as the
@@ -182,7 +182,7 @@ def replace_dir(staging: Path, target: Path) -> None:
     old = target.with_name(f".{target.name}.old")
     if old.exists():
         shutil.rmtree(old)
-    carry_lock(target, staging)  # a folder swapped whole stays its writer's (hf_indosent.folder_lock)
+    carry_lock(target, staging)  # a folder swapped whole stays its writer's (hf_indosent.core.folder_lock)
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)

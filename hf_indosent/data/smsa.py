@@ -27,8 +27,8 @@ from pathlib import Path
 
 import datasets
 
-from hf_indosent.paths import path_problem
-from hf_indosent.suggest import closest
+from hf_indosent.core.files import path_problem
+from hf_indosent.core.suggest import closest
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def check_input_file(path: str | os.PathLike, *, text: bool = True) -> None:
 
 
 def _path_problem(path: str | os.PathLike) -> tuple[int | None, str, str] | None:
-    """``(line, problem, fix)`` for a path that is not a readable file (see :func:`hf_indosent.paths.path_problem`)."""
+    """``(line, problem, fix)`` for a path that is not a readable file (see :func:`hf_indosent.core.files.path_problem`)."""
     problem = path_problem(path)
     return None if problem is None else (None, *problem)
 

@@ -1,6 +1,6 @@
 """``hf-indosent baseline``: TF-IDF n-grams + logistic regression, the number a fine-tuned transformer has to beat.
 
-It reads the same splits with the same loader and options as training (:class:`~hf_indosent.arguments.DataArguments`),
+It reads the same splits with the same loader and options as training (:class:`~hf_indosent.core.arguments.DataArguments`),
 is scored by the same metrics module and leaves a run folder shaped like a training run's, so the two compare line by
 line. Features: word 1-2-grams and character 2-5-grams within word boundaries (``char_wb``), each TF-IDF weighted
 (sublinear tf, n-grams seen at least twice), side by side in a ``FeatureUnion``. Classifier: multinomial logistic
@@ -9,7 +9,7 @@ C is the best of ``BASELINE_C_GRID`` by validation macro F1; the features are co
 
 The fitted pipeline is saved with skops, never pickle: loading reads data and rebuilds only the types listed in
 :data:`TRUSTED_TYPES`, and refuses a file that names any other type, so a tampered or foreign file cannot run code.
-:class:`BaselinePredictor` loads it with the interface of :class:`hf_indosent.prediction.Predictor`.
+:class:`BaselinePredictor` loads it with the interface of :class:`hf_indosent.inference.predictor.Predictor`.
 """
 
 from __future__ import annotations
@@ -35,18 +35,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from hf_indosent.arguments import DataArguments
-from hf_indosent.checkpointing import staged_dir
-from hf_indosent.command_arguments import BASELINE_C_GRID, BaselineArguments
-from hf_indosent.data import NO_LABEL
-from hf_indosent.folder_lock import FolderLock, holds_files
-from hf_indosent.metrics import compute_metrics, confusion, load_metric, per_class_report
-from hf_indosent.modeling import BASELINE_FILE, BEST_DIR, baseline_folder
-from hf_indosent.prediction import ChunkedPredictor, input_error
-from hf_indosent.reporting import metrics_to_string, plot_confusion_matrix, write_json
-from hf_indosent.run_folder import ARGS_FILE, remove_run_files
-from hf_indosent.textio import check_output_folder
-from hf_indosent.training_setup import load_data
+from hf_indosent.core.arguments import DataArguments
+from hf_indosent.core.folder_lock import FolderLock, holds_files
+from hf_indosent.data.smsa import NO_LABEL
+from hf_indosent.inference.arguments import BASELINE_C_GRID, BaselineArguments
+from hf_indosent.inference.inputs import check_output_folder
+from hf_indosent.inference.predictor import ChunkedPredictor, input_error
+from hf_indosent.metrics.scores import compute_metrics, confusion, load_metric, per_class_report
+from hf_indosent.modeling.loading import BASELINE_FILE, BEST_DIR, baseline_folder
+from hf_indosent.training.checkpoints import staged_dir
+from hf_indosent.training.reporting import metrics_to_string, plot_confusion_matrix, write_json
+from hf_indosent.training.run_folder import ARGS_FILE, remove_run_files
+from hf_indosent.training.setup import load_data
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def save_model(pipeline: Pipeline, folder: Path, label_names: Sequence[str], set
         if unexpected:  # what is saved must load: a pipeline holding other types is our bug, not the user's file
             raise RuntimeError(
                 f"the fitted baseline holds types TRUSTED_TYPES lacks ({', '.join(unexpected)}): a bug in "
-                f"hf_indosent.baseline (settings {settings}); please report it"
+                f"hf_indosent.inference.baseline (settings {settings}); please report it"
             )
         info = {
             "format": FORMAT,
@@ -244,11 +244,11 @@ def read_info(folder: Path) -> dict[str, Any]:
 
 
 class BaselinePredictor(ChunkedPredictor):
-    """A saved baseline behind :class:`hf_indosent.prediction.Predictor`'s interface, so predict/evaluate take either.
+    """A saved baseline behind :class:`hf_indosent.inference.predictor.Predictor`'s interface, so predict/evaluate take either.
 
     ``label_names``, ``max_length`` (``None``: TF-IDF reads whole texts), ``stream(rows)`` and ``__call__(texts)``
     give one ``{"label", "scores": {name: probability}, "error"}`` per input row, in input order; rows that are not
-    usable texts keep their place with ``label=None`` and the reason (:func:`hf_indosent.prediction.input_error`).
+    usable texts keep their place with ``label=None`` and the reason (:func:`hf_indosent.inference.predictor.input_error`).
     """
 
     max_length: int | None = None
@@ -298,7 +298,7 @@ def check_output_dir(run_dir: Path, overwrite: bool) -> None:
 def run_baseline(data_args: DataArguments, args: BaselineArguments) -> dict[str, Any]:
     """Fit, score and write the run folder; returns what metrics.json holds.
 
-    The folder is locked from the first check to the last file (:class:`~hf_indosent.folder_lock.FolderLock`): a
+    The folder is locked from the first check to the last file (:class:`~hf_indosent.core.folder_lock.FolderLock`): a
     second run into it is refused at once, instead of deleting this one's files when it finishes."""
     run_dir = Path(args.output_dir)
     check_output_folder(run_dir, "--output_dir", data_args.input_paths)

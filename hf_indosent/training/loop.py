@@ -5,9 +5,9 @@ and the best model kept. Runs unchanged on a laptop CPU, one GPU or many GPUs:
 
     accelerate launch --config_file accelerate_config.yaml scripts/train.py --config configs/smsa-indobert-base-p1.yaml
 
-The loop is split into setup (:func:`hf_indosent.training_setup.setup`), one epoch (:func:`train_one_epoch`, its
-steps in :mod:`hf_indosent.steps`), evaluation (:func:`evaluate`) and saving (:func:`save_best`, checkpoints in
-:mod:`hf_indosent.checkpointing`).
+The loop is split into setup (:func:`hf_indosent.training.setup.setup`), one epoch (:func:`train_one_epoch`, its
+steps in :mod:`hf_indosent.training.step`), evaluation (:func:`evaluate`) and saving (:func:`save_best`, checkpoints in
+:mod:`hf_indosent.training.checkpoints`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from hf_indosent.arguments import DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.calibration import CONFIG_KEY, apply_temperature, calibration_report
-from hf_indosent.checkpointing import (
+from hf_indosent.cli import Interrupted
+from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.core.shell import command
+from hf_indosent.metrics.scores import compute_metrics, confusion, pairs_from_confusion, per_class_report
+from hf_indosent.modeling.loading import BEST_DIR, load_classifier
+from hf_indosent.sharing.hub import HubPushError, push_to_hub
+from hf_indosent.training.calibration import CONFIG_KEY, apply_temperature, calibration_report
+from hf_indosent.training.checkpoints import (
     CHECKPOINTS,
     CheckpointClock,
     StopRequests,
@@ -39,11 +44,7 @@ from hf_indosent.checkpointing import (
     save_checkpoint,
     staged_dir,
 )
-from hf_indosent.cli import Interrupted
-from hf_indosent.hub import HubPushError, push_to_hub
-from hf_indosent.metrics import compute_metrics, confusion, pairs_from_confusion, per_class_report
-from hf_indosent.modeling import BEST_DIR, load_classifier
-from hf_indosent.reporting import (
+from hf_indosent.training.reporting import (
     final_summary,
     metrics_to_string,
     plot_confusion_matrix,
@@ -51,10 +52,9 @@ from hf_indosent.reporting import (
     write_json,
     write_log,
 )
-from hf_indosent.run_folder import lock_run_dir, stopped_message
-from hf_indosent.shell import command
-from hf_indosent.steps import EpochTally, computed_masks, forward_backward
-from hf_indosent.training_setup import Run, make_accelerator, setup, warn_if_few_cpu_threads
+from hf_indosent.training.run_folder import lock_run_dir, stopped_message
+from hf_indosent.training.setup import Run, make_accelerator, setup, warn_if_few_cpu_threads
+from hf_indosent.training.step import EpochTally, computed_masks, forward_backward
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def save_best(run: Run) -> None:
 def load_best_weights(run: Run) -> None:
     """Put the best model's weights back into the (wrapped) model, e.g. to score the test split.
 
-    Loaded through :func:`~hf_indosent.modeling.load_classifier` (which restores tied weights and refuses weights
+    Loaded through :func:`~hf_indosent.modeling.loading.load_classifier` (which restores tied weights and refuses weights
     that do not match best/'s config) and copied with ``strict=True``: a missing, unexpected or differently shaped
     tensor is an error, never a silently half-loaded model.
     """

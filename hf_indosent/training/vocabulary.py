@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from hf_indosent.arguments import ArgumentError
+from hf_indosent.core.arguments import ArgumentError
 
 MIN_FREQUENCY = 2
 """A word seen once in the training texts is not worth a token: it would be trained from one context."""

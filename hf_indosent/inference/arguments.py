@@ -1,8 +1,8 @@
 """The arguments of the commands besides ``train``: predict, evaluate, push, demo, baseline and export.
 
 Dataclasses with ``__post_init__`` checks that name the bad value and the fix, parsed by
-:func:`hf_indosent.arguments.parse_args`; light at import, like :mod:`hf_indosent.arguments`. Every command that takes
-a model checks it from its files here (:func:`~hf_indosent.model_source.resolve_model_source`), so a wrong path is
+:func:`hf_indosent.core.arguments.parse_args`; light at import, like :mod:`hf_indosent.core.arguments`. Every command that takes
+a model checks it from its files here (:func:`~hf_indosent.modeling.folders.resolve_model_source`), so a wrong path is
 answered before torch and transformers are imported.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from hf_indosent.arguments import check, check_mixed_precision, check_numbers
-from hf_indosent.model_source import backend_files, baseline_folder, resolve_model_source
-from hf_indosent.paths import input_file_error
+from hf_indosent.core.arguments import check, check_mixed_precision, check_numbers
+from hf_indosent.core.files import input_file_error
+from hf_indosent.modeling.folders import backend_files, baseline_folder, resolve_model_source
 
 OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 DEFAULT_PIECE_SIZE = 10_000
@@ -411,7 +411,7 @@ class ExportArguments:
 class AdaptArguments:
     """``hf-indosent adapt`` options: masked-LM training on the task's own texts before fine-tuning (TAPT).
 
-    The data options (which texts, ``max_seq_len``) are :class:`~hf_indosent.arguments.DataArguments`, shared with
+    The data options (which texts, ``max_seq_len``) are :class:`~hf_indosent.core.arguments.DataArguments`, shared with
     training: only the training split's texts are used, never a label."""
 
     model_name_or_path: str | None = field(

@@ -10,8 +10,8 @@ only, and a context manager::
         ...  # check the folder, then write it
 
 Under several processes only the main one takes it (``RANK`` 0, as set by ``accelerate launch`` and ``torchrun``);
-:func:`hf_indosent.run_folder.lock_run_dir` also tells the other processes when it is refused. A command that swaps
-the whole folder for a finished copy (:func:`hf_indosent.checkpointing.replace_dir`) keeps holding it: the lock
+:func:`hf_indosent.training.run_folder.lock_run_dir` also tells the other processes when it is refused. A command that swaps
+the whole folder for a finished copy (:func:`hf_indosent.training.checkpoints.replace_dir`) keeps holding it: the lock
 file is linked into the copy first (:func:`carry_lock`).
 """
 
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hf_indosent.shell import rerun_command
+from hf_indosent.core.shell import rerun_command
 
 LOCK_FILE = ".lock"
 SHOWN_COMMAND = 300

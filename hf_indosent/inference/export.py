@@ -36,10 +36,10 @@ import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from hf_indosent.checkpointing import replace_dir
-from hf_indosent.command_arguments import DEFAULT_OPSET, ExportArguments
-from hf_indosent.folder_lock import FolderLock, holds_files
-from hf_indosent.model_source import (
+from hf_indosent.core.folder_lock import FolderLock, holds_files
+from hf_indosent.core.shell import command
+from hf_indosent.inference.arguments import DEFAULT_OPSET, ExportArguments
+from hf_indosent.modeling.folders import (
     CONFIG_FILE,
     ONNX_BACKEND_FILES,
     ONNX_FILE,
@@ -52,10 +52,10 @@ from hf_indosent.model_source import (
     resolve_model_source,
     short_reason,
 )
-from hf_indosent.model_source import EXPORT_MANIFEST as MANIFEST_FILE
-from hf_indosent.model_source import backend_files as backend_files  # re-exported: the predictor picks files by it
-from hf_indosent.modeling import label_names_of, load_classifier, load_config, load_tokenizer
-from hf_indosent.shell import command
+from hf_indosent.modeling.folders import EXPORT_MANIFEST as MANIFEST_FILE
+from hf_indosent.modeling.folders import backend_files as backend_files  # re-exported: the predictor picks files by it
+from hf_indosent.modeling.loading import label_names_of, load_classifier, load_config, load_tokenizer
+from hf_indosent.training.checkpoints import replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def pipeline_model(
 ) -> dict[str, Any]:
     """What ``transformers.pipeline`` gets for ``backend``: the loaded and checked model and its tokenizer, plus the
     pipeline class for the ONNX classifier. The torch backends load through
-    :func:`~hf_indosent.modeling.load_classifier`, so a folder whose weights do not match its config is refused, never
+    :func:`~hf_indosent.modeling.loading.load_classifier`, so a folder whose weights do not match its config is refused, never
     run with fresh layers; the ONNX ones through :func:`export_session`.
 
     ``onnx-int8`` with ``int8_fallback_margin`` > 0 also loads the folder's fp32 ``model.onnx`` for its close calls

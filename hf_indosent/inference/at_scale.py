@@ -3,7 +3,7 @@
 A piece-wise run (``--resumable``, a Parquet output, or ``accelerate launch --num_processes N -m hf_indosent predict``)
 cuts the input by position into pieces of ``--piece_size`` rows. Piece k belongs to process k % N
 (``PartialState().process_index``), which predicts it on its own device (``PartialState().device``) with the
-:class:`~hf_indosent.prediction.Predictor` and commits it to the work folder ``<output>.parts/``: its stats, then its
+:class:`~hf_indosent.inference.predictor.Predictor` and commits it to the work folder ``<output>.parts/``: its stats, then its
 rows, each written to a temporary name and renamed. Every process reads the whole input and keeps its own pieces, so
 no rows travel between processes and where a row lands never depends on timing.
 
@@ -37,10 +37,8 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
-from hf_indosent.command_arguments import InferenceArguments, PredictArguments
-from hf_indosent.modeling import baseline_folder, label_names_of
-from hf_indosent.prediction import Predictor, model_identity, resolve_backend, resolve_device
-from hf_indosent.textio import (
+from hf_indosent.inference.arguments import InferenceArguments, PredictArguments
+from hf_indosent.inference.inputs import (
     InputSource,
     atomic_path,
     concatenate_tables,
@@ -49,6 +47,8 @@ from hf_indosent.textio import (
     result_table,
     write_table,
 )
+from hf_indosent.inference.predictor import Predictor, model_identity, resolve_backend, resolve_device
+from hf_indosent.modeling.loading import baseline_folder, label_names_of
 
 WORK_SUFFIX = ".parts"
 MANIFEST = "manifest.json"

@@ -1,6 +1,6 @@
 """The run folder (``output_dir``) of a training run: never two runs in it, never lost before the new run is sure.
 
-Everything a new run needs is checked before an old run is touched (see :func:`hf_indosent.training.setup`); this
+Everything a new run needs is checked before an old run is touched (see :func:`hf_indosent.training.loop.setup`); this
 module holds the folder's side of it: the lock, the "already holds a run" refusal, the free-space estimate, the
 comparison of a resumed run's settings with the ones it started with, and ``args.json``, the record of what ran.
 """
@@ -16,12 +16,12 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from hf_indosent.arguments import ArgumentError
-from hf_indosent.checkpointing import CHECKPOINTS, TrainState, write_atomic
-from hf_indosent.folder_lock import LOCK_FILE as LOCK_FILE  # re-exported: a run folder's lock file
-from hf_indosent.folder_lock import FolderLock, FolderLockedError
-from hf_indosent.modeling import BEST_DIR
-from hf_indosent.shell import resume_command
+from hf_indosent.core.arguments import ArgumentError
+from hf_indosent.core.folder_lock import LOCK_FILE as LOCK_FILE  # re-exported: a run folder's lock file
+from hf_indosent.core.folder_lock import FolderLock, FolderLockedError
+from hf_indosent.core.shell import resume_command
+from hf_indosent.modeling.loading import BEST_DIR
+from hf_indosent.training.checkpoints import CHECKPOINTS, TrainState, write_atomic
 
 ARGS_FILE = "args.json"
 RUN_FILES = (
@@ -60,7 +60,7 @@ DEVICE_RESOLVED = frozenset({"micro_batches", "packing", "tf32"})
 
 
 class RunLock(FolderLock):
-    """The lock of a run folder (:class:`~hf_indosent.folder_lock.FolderLock`), by default held by a training run."""
+    """The lock of a run folder (:class:`~hf_indosent.core.folder_lock.FolderLock`), by default held by a training run."""
 
     def __init__(self, run_dir: Path, main_process: bool | None = None, job: str = "training run") -> None:
         super().__init__(run_dir, job=job, main_process=main_process)

@@ -4,15 +4,15 @@ The model is loaded as ``transformers.pipeline("text-classification", truncation
 truncated at an explicit max length, so texts longer than the model accepts never crash. Speed comes from how the
 pipeline is fed: input is read in chunks (memory stays bounded on huge files), each chunk is sorted by token length
 and cut into batches of similar lengths (little padding), and the input order is restored before anything is returned.
-On the CPU, a backend (:mod:`hf_indosent.export`: int8 PyTorch, or ONNX Runtime on an exported folder) can replace the
+On the CPU, a backend (:mod:`hf_indosent.inference.export`: int8 PyTorch, or ONNX Runtime on an exported folder) can replace the
 model inside the pipeline; everything else here stays the same.
 
 Bad input never shifts rows. Empty or whitespace-only texts, non-strings, undecodable lines, texts that are not valid
-Unicode (:func:`hf_indosent.textio.text_problem`) and any text the tokenizer still refuses get an output row with no
+Unicode (:func:`hf_indosent.inference.inputs.text_problem`) and any text the tokenizer still refuses get an output row with no
 label and an ``error`` that says why; row i of the output always belongs to row i of the input.
 
-Reading inputs and writing outputs lives in :mod:`hf_indosent.textio`; runs over several processes, or resumable ones,
-in :mod:`hf_indosent.predict_at_scale`, both with this module's :class:`Predictor`.
+Reading inputs and writing outputs lives in :mod:`hf_indosent.inference.inputs`; runs over several processes, or resumable ones,
+in :mod:`hf_indosent.inference.at_scale`, both with this module's :class:`Predictor`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import datasets
 import torch
 from transformers import pipeline
 
-from hf_indosent.command_arguments import (
+from hf_indosent.data.smsa import LABEL_NAMES, load_smsa
+from hf_indosent.inference.arguments import (
     CPU_BATCH_TOKENS,
     GPU_BATCH_TOKENS,
     INT8_FALLBACK_MARGIN,
@@ -44,11 +45,8 @@ from hf_indosent.command_arguments import (
     check_batching,
     check_fallback_margin,
 )
-from hf_indosent.data import LABEL_NAMES, load_smsa
-from hf_indosent.devices import bf16_matmul_speedup
-from hf_indosent.export import auto_backend, backend_files, pipeline_model, quantize_linear_layers
-from hf_indosent.modeling import baseline_folder, label_names_of, max_positions, resolve_model_source
-from hf_indosent.textio import (
+from hf_indosent.inference.export import auto_backend, backend_files, pipeline_model, quantize_linear_layers
+from hf_indosent.inference.inputs import (
     BadInput,
     ResultWriter,
     arrow_values,
@@ -63,6 +61,8 @@ from hf_indosent.textio import (
     result_table,
     text_problem,
 )
+from hf_indosent.modeling.devices import bf16_matmul_speedup
+from hf_indosent.modeling.loading import baseline_folder, label_names_of, max_positions, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class ChunkedPredictor:
 def load_predictor(args: InferenceArguments) -> ChunkedPredictor:
     """The predictor ``--model`` names: a TF-IDF baseline run (``hf-indosent baseline``) or a fine-tuned transformer."""
     if baseline_folder(args.model) is not None:
-        from hf_indosent.baseline import BaselinePredictor  # scikit-learn and skops, only for a baseline
+        from hf_indosent.inference.baseline import BaselinePredictor  # scikit-learn and skops, only for a baseline
 
         return BaselinePredictor(args.model, chunk_size=args.chunk_size)
     return Predictor.from_arguments(args)
@@ -156,7 +156,7 @@ class Predictor(ChunkedPredictor):
     the batching differs. Within a chunk, texts are sorted by token length and cut into batches of at most
     ``batch_size`` texts and ``max_batch_tokens`` padded tokens: short texts share large batches, long ones small
     ones, and hardly any padding is computed. ``backend`` only changes the model inside the pipeline (see
-    :mod:`hf_indosent.export`); ``auto`` runs an exported folder with ONNX Runtime and anything else with PyTorch.
+    :mod:`hf_indosent.inference.export`); ``auto`` runs an exported folder with ONNX Runtime and anything else with PyTorch.
 
     Load once, call often (``predictor(texts)`` or ``predictor.stream(rows)``); :func:`predict` does both in one go.
     """
@@ -541,7 +541,7 @@ def check_outputs(inference: InferenceArguments, args: PredictArguments) -> None
 
 def cli_run(inference: InferenceArguments, args: PredictArguments) -> int:
     """``hf-indosent predict`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
-    from hf_indosent import predict_at_scale  # imports this module, so not at the top
+    from hf_indosent.inference import at_scale as predict_at_scale  # imports this module, so not at the top
 
     check_outputs(inference, args)
     if predict_at_scale.is_piecewise(inference, args):

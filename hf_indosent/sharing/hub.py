@@ -2,7 +2,7 @@
 
 One commit uploads what ``transformers.pipeline`` needs and nothing else: safetensors weights, ``config.json`` (with
 id2label/label2id), the tokenizer files and a generated model card (README.md). The model is first loaded as
-``predict`` loads it (:func:`~hf_indosent.modeling.load_classifier`): weights that do not match the config (a missing
+``predict`` loads it (:func:`~hf_indosent.modeling.loading.load_classifier`): weights that do not match the config (a missing
 head, another model's tensors) are refused before anything leaves the machine. The card is built in memory, so the
 local model folder is only read, never written, whatever happens. The token comes from the usual huggingface_hub
 sources (argument, ``HF_TOKEN``, cached ``hf auth login``); it is never printed, logged or written to disk, and any
@@ -20,10 +20,10 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
-from hf_indosent.command_arguments import PushArguments, check_repo_id
-from hf_indosent.model_card import build_model_card
-from hf_indosent.model_source import TOKENIZER_FILES, resolve_model_source
-from hf_indosent.modeling import label_names_of, load_classifier
+from hf_indosent.inference.arguments import PushArguments, check_repo_id
+from hf_indosent.modeling.folders import TOKENIZER_FILES, resolve_model_source
+from hf_indosent.modeling.loading import label_names_of, load_classifier
+from hf_indosent.sharing.model_card import build_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def cli_run(args: PushArguments) -> int:
     """``hf-indosent push`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     print(push_to_hub(args.model, args.repo_id, private=args.private, run_dir=args.run_dir))
     if args.space is not None:
-        from hf_indosent.demo import push_space  # the demo extra, only when asked
+        from hf_indosent.sharing.demo import push_space  # the demo extra, only when asked
 
         print(push_space(args.space, args.repo_id, private=args.private))
     return 0

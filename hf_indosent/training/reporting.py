@@ -12,9 +12,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
-from hf_indosent.checkpointing import write_atomic
-from hf_indosent.metrics import confusion_array
-from hf_indosent.shell import command
+from hf_indosent.core.shell import command
+from hf_indosent.metrics.scores import confusion_array
+from hf_indosent.training.checkpoints import write_atomic
 
 _SHORT = {"accuracy": "ACC", "f1": "F1", "recall": "REC", "precision": "PRE"}
 

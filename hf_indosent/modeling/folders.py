@@ -5,7 +5,7 @@ complete (config, weights, tokenizer) with intact safetensors and ONNX files, an
 not there is refused at once instead of being tried as a Hub id (which would retry the network and say "Repo id must
 be"). The argument dataclasses of every command that takes a model run these checks while parsing, so a wrong path
 costs a second, not the import of torch; loading the weights themselves is checked by
-:func:`hf_indosent.modeling.load_classifier`.
+:func:`hf_indosent.modeling.loading.load_classifier`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from hf_indosent.shell import command
+from hf_indosent.core.shell import command
 
 BEST_DIR = "best"
 """A training run's best model, inside its output_dir."""

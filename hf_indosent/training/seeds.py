@@ -10,7 +10,7 @@ A multi-seed run takes hours, so it is resumable as a whole: ``seeds.json`` is r
 signal (Ctrl-C, SIGTERM, or SIGHUP when the terminal closes) is passed on to the seed training now (which stops after
 its current step and saves a checkpoint, as it would alone), and running the same command again keeps the finished
 seeds, resumes the stopped one from its last checkpoint and trains the rest. The output folder is locked while it
-runs (:class:`~hf_indosent.folder_lock.FolderLock`): a second runner into it is refused at once.
+runs (:class:`~hf_indosent.core.folder_lock.FolderLock`): a second runner into it is refused at once.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hf_indosent.arguments import SEED_RANGE
-from hf_indosent.checkpointing import list_checkpoints
-from hf_indosent.folder_lock import FolderLock
-from hf_indosent.metrics import METRIC_NAMES
-from hf_indosent.reporting import write_json
-from hf_indosent.shell import command
-from hf_indosent.stopping import handled, leave_closed_terminal, say
+from hf_indosent.core.arguments import SEED_RANGE
+from hf_indosent.core.folder_lock import FolderLock
+from hf_indosent.core.shell import command
+from hf_indosent.core.stopping import handled, leave_closed_terminal, say
+from hf_indosent.metrics.scores import METRIC_NAMES
+from hf_indosent.training.checkpoints import list_checkpoints
+from hf_indosent.training.reporting import write_json
 
 RESERVED = ("--seed", "--output_dir", "--resume_from_checkpoint")
 """Training options this script sets itself, one value per seed."""

@@ -6,7 +6,7 @@ dataset (a ``save_to_disk`` folder, or a Hub dataset streamed). A row that canno
 :class:`BadInput`, and a text that is not valid Unicode (a lone surrogate: a JSON ``"\\ud83d"``, a byte that is not
 UTF-8 in a CSV or Parquet value or on the command line) is named by :func:`text_problem`, the check every predictor
 makes of every row. A file that cannot be read without guessing, or is not text at all, raises
-:class:`~hf_indosent.data.DataFormatError` naming the file, the row and the fix.
+:class:`~hf_indosent.data.smsa.DataFormatError` naming the file, the row and the fix.
 
 Outputs: :class:`ResultWriter` (one row at a time, CSV or JSON Lines) and result tables (CSV, JSON Lines or Parquet)
 written in pieces and concatenated. Files are written to a temporary name beside their destination and renamed into
@@ -34,7 +34,7 @@ import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hf_indosent.data import DataFormatError, check_input_file
+from hf_indosent.data.smsa import DataFormatError, check_input_file
 
 MIB = 1 << 20
 ARROW_BATCH_ROWS = 4096

@@ -1,7 +1,7 @@
 """Training's arguments as dataclasses, and the parser every command uses: YAML recipe, then command-line overrides.
 
 Every value is checked in ``__post_init__`` so a bad recipe fails before any model or data is loaded, with a message
-that names the value and the fix. The other commands' dataclasses are in :mod:`hf_indosent.command_arguments`. Both
+that names the value and the fix. The other commands' dataclasses are in :mod:`hf_indosent.inference.arguments`. Both
 modules stay light (no torch, transformers models or datasets at import), so ``--help`` and usage errors answer at
 once.
 """
@@ -23,9 +23,9 @@ from typing import Any, NoReturn, TypeVar
 import yaml
 from transformers import HfArgumentParser
 
-from hf_indosent.metrics import METRIC_NAMES
-from hf_indosent.paths import input_file_error
-from hf_indosent.suggest import did_you_mean
+from hf_indosent.core.files import input_file_error
+from hf_indosent.core.suggest import did_you_mean
+from hf_indosent.metrics.scores import METRIC_NAMES
 
 T = TypeVar("T")
 

@@ -1,0 +1,1 @@
+"""Shared mechanisms every stage uses: argument parsing and recipes, file safety, the folder lock, signals, quoting."""

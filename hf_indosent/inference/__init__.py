@@ -1,0 +1,1 @@
+"""Inference: the predictor, runtime backends, reading texts and writing results, predict, evaluate, export, baseline."""

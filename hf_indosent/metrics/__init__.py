@@ -1,0 +1,1 @@
+"""Scores: macro F1 and friends, through a local `evaluate` module."""

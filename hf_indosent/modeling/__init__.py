@@ -1,0 +1,1 @@
+"""Models: light model-folder checks, loading a classifier and its labels, devices."""

@@ -1,0 +1,1 @@
+"""Sharing: the Hub upload, the model card, the Gradio demo and its Space."""
