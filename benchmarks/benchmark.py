@@ -48,10 +48,12 @@ from measure import (
 from paths import COMPUTE_DTYPES, Spec
 from transformers import BertConfig, BertForSequenceClassification
 
-from hf_indosent.core.arguments import ArgumentError, DataArguments, ModelArguments
-from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.core.arguments import ArgumentError
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.inference.predictor import resolve_device
 from hf_indosent.modeling.loading import label_maps, load_tokenizer, resolve_model_path
+from hf_indosent.training.arguments import ModelArguments
 from hf_indosent.training.setup import check_max_seq_len
 
 HERE = Path(__file__).resolve().parent

@@ -30,7 +30,8 @@ import torch
 from sklearn.metrics import f1_score
 from transformers import pipeline
 
-from hf_indosent.data.smsa import LABEL_NAMES, load_smsa
+from hf_indosent.data.parsing import LABEL_NAMES
+from hf_indosent.data.smsa import load_smsa
 from hf_indosent.inference.arguments import INT8_FALLBACK_MARGIN
 from hf_indosent.inference.export import export
 from hf_indosent.inference.predictor import Predictor

@@ -37,11 +37,12 @@ from trainer_baseline import load_rows, run_trainer
 from transformers import AutoConfig
 from tutorial_baseline import run_baseline
 
-from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.data.loading import load_data
 from hf_indosent.data.tokenization import LENGTH_COLUMN, tokenize_dataset
 from hf_indosent.modeling.loading import BEST_DIR, load_tokenizer
+from hf_indosent.training.arguments import FineTuneArguments, ModelArguments
 from hf_indosent.training.loop import train
-from hf_indosent.training.setup import load_data
 
 COMPUTE_DTYPES = {"no": "float32", "bf16": "bfloat16", "fp16": "float16"}
 """Matmul dtype under each mixed-precision mode, whose measured peak the model FLOPs utilisation divides by."""
@@ -130,7 +131,7 @@ def ours(spec: Spec) -> dict[str, Any]:
         max_eval_samples=spec.max_eval_samples,
         dataset_cache_dir=str(work_dir / "ours-datasets-cache"),
     )
-    training_args = TrainingArguments(
+    training_args = FineTuneArguments(
         output_dir=str(work_dir / "ours"),
         overwrite_output_dir=True,
         seed=spec.seed,

@@ -106,7 +106,7 @@ def build_model(folder: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from hf_indosent.data.smsa import LABEL_NAMES
+    from hf_indosent.data.parsing import LABEL_NAMES
     from hf_indosent.modeling.loading import label_maps, load_tokenizer
 
     tokenizer = load_tokenizer(TOKENIZER_SOURCE)

@@ -21,7 +21,8 @@ from measure import Timer, encoder_training_flops, padding_fraction
 from sklearn.metrics import accuracy_score, f1_score
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 
-from hf_indosent.data.smsa import LABEL_NAMES, load_smsa
+from hf_indosent.data.parsing import LABEL_NAMES
+from hf_indosent.data.smsa import load_smsa
 from hf_indosent.modeling.loading import load_model, load_tokenizer
 
 EVAL_BATCH_SIZE = 64

@@ -1,6 +1,6 @@
 """`hf-indosent` command line: one runner for every subcommand.
 
-Arguments are parsed first, from the light :mod:`hf_indosent.core.arguments` (``--help`` and usage errors answer in about a
+Arguments are parsed first, from light modules (``--help`` and usage errors answer in about a
 second); only then is the job's module (torch, transformers, datasets) imported and run. Every known failure becomes
 one line on stderr and an exit code: 1 for an error the user can fix, 2 for a usage error, 128 + the signal's number
 for a stop signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: :mod:`hf_indosent.core.stopping`), and 141 (SIGPIPE's), with no
@@ -10,7 +10,6 @@ message, when the reader of stdout went away (``predict | head``), as Unix tools
 
 from __future__ import annotations
 
-import errno
 import importlib
 import logging
 import os
@@ -19,13 +18,20 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
+from hf_indosent.core.errors import describe
 from hf_indosent.core.stopping import Interrupted, handled, raise_interrupted, say, silence
 from hf_indosent.core.suggest import did_you_mean
 
 DEBUG_ENV = "HF_INDOSENT_DEBUG"
 
 
-ARGUMENT_MODULES = ("hf_indosent.core.arguments", "hf_indosent.inference.arguments", "hf_indosent.serving.arguments")
+ARGUMENT_MODULES = (
+    "hf_indosent.data.arguments",
+    "hf_indosent.training.arguments",
+    "hf_indosent.inference.arguments",
+    "hf_indosent.sharing.arguments",
+    "hf_indosent.serving.arguments",
+)
 """Where the commands' argument dataclasses live (light modules: parsing never waits on torch)."""
 
 
@@ -37,13 +43,13 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "train": Command(
-        ("ModelArguments", "DataArguments", "TrainingArguments"),
+        ("ModelArguments", "DataArguments", "FineTuneArguments"),
         "hf_indosent.training.loop:cli_run",
         "fine-tune a model on SmSA (or your data) with Accelerate",
     ),
     "predict": Command(
         ("InferenceArguments", "PredictArguments"),
-        "hf_indosent.inference.predictor:cli_run",
+        "hf_indosent.inference.predict:cli_run",
         "label texts (arguments, stdin or a file) or write the IndoNLU submission",
     ),
     "evaluate": Command(
@@ -53,7 +59,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "push": Command(
         ("PushArguments",),
-        "hf_indosent.sharing.hub:cli_run",
+        "hf_indosent.sharing.push:cli_run",
         "upload a trained model with a generated model card to the Hugging Face Hub (and a demo Space)",
     ),
     "demo": Command(
@@ -84,31 +90,6 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-# errno -> what to do about it; the path comes from the error itself
-OS_FIXES = {
-    errno.ENOSPC: "no space left on the device: free some space or write somewhere else (e.g. another --output_dir)",
-    errno.EDQUOT: "disk quota exceeded: free some space or write somewhere else",
-    errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
-    errno.EPERM: "operation not permitted: choose a folder you can write to, or fix its permissions",
-    errno.EROFS: "read-only file system: choose a writable folder",
-    errno.ENOENT: "no such file or folder: check the path",
-    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
-    errno.EISDIR: "this is a folder, a file was expected: check the path",
-    errno.EEXIST: "something of that name is in the way (a file where a folder is needed?): check the path",
-}
-
-
-def describe(err: BaseException) -> str:
-    """One line for a known error: OS errors name the path and the fix, others keep their own message."""
-    if isinstance(err, OSError) and err.errno in OS_FIXES:
-        path = err.filename if err.filename is not None else "(unknown path)"
-        return f"{path}: {OS_FIXES[err.errno]}"
-    text = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, ModuleNotFoundError):
-        return f'{text}: install the missing package (see docs/install.md: pip install -e ".[...]" extras)'
-    return text
-
-
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the user's to fix (bad value, file, network, disk), as opposed to bugs (traceback)."""
     known: list[type[BaseException]] = [ValueError, OSError, ImportError]
@@ -132,7 +113,7 @@ def run_command(prog: str, body: Callable[[], int | None], debug: bool = False) 
 
     A stop signal whose default would kill the process at once (SIGTERM, SIGHUP) raises :class:`Interrupted`
     instead, so ``finally`` blocks run and partial outputs are removed; commands that save work on a stop install
-    their own handler (:class:`hf_indosent.training.checkpoints.StopRequests`) inside. The final line is written only if it
+    their own handler (:class:`hf_indosent.core.stopping.StopRequests`) inside. The final line is written only if it
     can be: after a closed terminal or a gone reader the exit code alone tells the outcome."""
     debug = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     with handled(raise_interrupted, over_default_only=True):

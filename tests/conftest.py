@@ -133,7 +133,7 @@ def tiny_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """
     import torch
 
-    from hf_indosent.data.smsa import LABEL_NAMES
+    from hf_indosent.data.parsing import LABEL_NAMES
     from hf_indosent.modeling.loading import load_model, load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-classifier")
@@ -242,13 +242,14 @@ FAST = {
 
 def run_train(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
     training = {**FAST, "output_dir": str(output_dir), **overrides}
-    from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
+    from hf_indosent.data.arguments import DataArguments
+    from hf_indosent.training.arguments import FineTuneArguments, ModelArguments
     from hf_indosent.training.loop import train
 
     return train(
         ModelArguments(model_name_or_path=str(model_dir)),
         DataArguments(data_dir=str(data_dir), max_seq_len=64, dataset_cache_dir=str(cache_dir)),
-        TrainingArguments(**training),
+        FineTuneArguments(**training),
     )
 
 

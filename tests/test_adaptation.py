@@ -13,9 +13,9 @@ from conftest import run_train
 
 
 def adapt_into(model_dir: Path, data_dir: Path, output_dir: Path, cache_dir: Path, **overrides) -> dict:
-    from hf_indosent.core.arguments import DataArguments
-    from hf_indosent.inference.arguments import AdaptArguments
+    from hf_indosent.data.arguments import DataArguments
     from hf_indosent.training.adaptation import adapt
+    from hf_indosent.training.arguments import AdaptArguments
 
     settings = {"num_train_epochs": 2, "learning_rate": 5e-3, "per_device_train_batch_size": 8, "mixed_precision": "no"}
     return adapt(

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from hf_indosent import cli
-from hf_indosent.data.smsa import DataFormatError, load_smsa
+from hf_indosent.data.parsing import DataFormatError
+from hf_indosent.data.smsa import load_smsa
 
 ONE_MB_TEXT = "enak " * 209_716  # 1,048,580 characters on one line
 

@@ -13,9 +13,10 @@ import skops.io as sio
 from skops.io.exceptions import UntrustedTypesFoundException
 
 from hf_indosent import cli
-from hf_indosent.core.arguments import DataArguments
+from hf_indosent.data.arguments import DataArguments
 from hf_indosent.data.smsa import load_smsa
 from hf_indosent.inference.arguments import BASELINE_C_GRID, BaselineArguments
+from hf_indosent.inference.base import input_error
 from hf_indosent.inference.baseline import (
     BASELINE_FILE,
     MODEL_FILE,
@@ -26,7 +27,6 @@ from hf_indosent.inference.baseline import (
     run_baseline,
 )
 from hf_indosent.inference.inputs import BadInput
-from hf_indosent.inference.predictor import input_error
 from hf_indosent.metrics.scores import compute_metrics, confusion, per_class_report
 
 ROOT = Path(__file__).resolve().parents[1]

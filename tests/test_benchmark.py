@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.modeling.devices import cpu_info
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

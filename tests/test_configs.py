@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments, parse_args
-from hf_indosent.inference.arguments import AdaptArguments
+from hf_indosent.core.arguments import parse_args
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.training.arguments import AdaptArguments, FineTuneArguments, ModelArguments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ADAPT_RECIPES = {
@@ -22,7 +23,7 @@ ADAPT_RECIPES = {
 @pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
 def test_every_recipe_parses_with_its_command(name):
     classes = (
-        (DataArguments, AdaptArguments) if name in ADAPT_RECIPES else (ModelArguments, DataArguments, TrainingArguments)
+        (DataArguments, AdaptArguments) if name in ADAPT_RECIPES else (ModelArguments, DataArguments, FineTuneArguments)
     )
     parsed = parse_args(classes, ["--config", str(CONFIGS / name)])
     assert len(parsed) == len(classes)

@@ -12,16 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hf_indosent.data import smsa as smsa_data
-from hf_indosent.data.smsa import (
-    LABEL_NAMES,
-    NO_LABEL,
-    ChecksumError,
-    DataFormatError,
-    MissingLabelsError,
-    load_smsa,
-    require_labels,
-    verify_sha256,
-)
+from hf_indosent.data.parsing import LABEL_NAMES, NO_LABEL, DataFormatError
+from hf_indosent.data.smsa import ChecksumError, MissingLabelsError, load_smsa, require_labels, verify_sha256
 
 
 def raw_texts(path: Path) -> list[str]:

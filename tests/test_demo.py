@@ -19,13 +19,14 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: n
 
 from hf_indosent.cli import run_command
 from hf_indosent.core.arguments import parse_args
-from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.inference.predictor import Predictor
 from hf_indosent.sharing import demo as demo_module
 from hf_indosent.sharing import hub as hub_module
-from hf_indosent.sharing.demo import DemoArguments, build_app, headline_metrics, launch, push_space, write_space
+from hf_indosent.sharing.demo import DemoArguments, build_app, headline_metrics, launch
 from hf_indosent.sharing.hub import HubPushError
 from hf_indosent.sharing.model_card import build_model_card
+from hf_indosent.sharing.space import push_space, write_space
 from tests.conftest import FAKE_TOKEN
 
 pytestmark = [

@@ -11,7 +11,8 @@ from conftest import make_rows, write_tsv
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from hf_indosent import cli
-from hf_indosent.data.smsa import LABEL_NAMES, MissingLabelsError
+from hf_indosent.data.parsing import LABEL_NAMES
+from hf_indosent.data.smsa import MissingLabelsError
 from hf_indosent.inference.evaluate import EvaluateArguments, load_labelled
 from hf_indosent.inference.predictor import predict
 

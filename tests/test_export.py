@@ -11,9 +11,10 @@ import pytest
 from conftest import interrupt_after_pieces, make_rows
 
 from hf_indosent import cli
-from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.inference.arguments import ExportArguments, InferenceArguments
-from hf_indosent.inference.export import MANIFEST_FILE, export, onnx_session
+from hf_indosent.inference.backends import onnx_session
+from hf_indosent.inference.export import MANIFEST_FILE, export
 from hf_indosent.inference.inputs import BadInput
 from hf_indosent.inference.predictor import Predictor
 from hf_indosent.modeling.loading import ModelSourceError

@@ -12,13 +12,12 @@ from accelerate.state import AcceleratorState
 from conftest import cli_args, comparable, run_cli, run_train
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification
 
+from hf_indosent.core.files import recover_dir, replace_dir
 from hf_indosent.training.checkpoints import (
     STATE_FILE,
     TrainState,
     checkpoint_problem,
     list_checkpoints,
-    recover_dir,
-    replace_dir,
     resolve_checkpoint,
 )
 from hf_indosent.training.step import NonFiniteLossError
@@ -26,8 +25,8 @@ from hf_indosent.training.step import NonFiniteLossError
 # Each run of the chain is killed at a new moment, then the next run resumes from `latest` (each process counts its
 # own calls). Steps: 12 per epoch, a checkpoint every 5 steps and at every epoch end.
 KILL_CHAIN = [
-    ("hf_indosent.training.checkpoints:write_atomic", 2, "before"),  # the 2nd checkpoint is being written (step 10)
-    ("hf_indosent.training.checkpoints:replace_dir", 1, "before"),  # best/ being replaced at the end of epoch 1
+    ("hf_indosent.core.files:write_atomic", 2, "before"),  # the 2nd checkpoint is being written (step 10)
+    ("hf_indosent.core.files:replace_dir", 1, "before"),  # best/ being replaced at the end of epoch 1
     ("hf_indosent.training.loop:evaluate", 2, "before"),  # during validation of epoch 2
     ("hf_indosent.training.loop:plot_training_curves", 1, "before"),  # log.jsonl written, checkpoint of epoch 2 not yet
     ("hf_indosent.training.loop:save_checkpoint", 3, "after"),  # just after a mid-epoch checkpoint in epoch 3

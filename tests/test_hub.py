@@ -14,11 +14,12 @@ import yaml
 from conftest import FAKE_TOKEN
 
 from hf_indosent import cli
-from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.sharing import hub as hub_module
 from hf_indosent.sharing.hub import HubPushError, push_to_hub
 from hf_indosent.sharing.model_card import hub_model_id
+from hf_indosent.training.arguments import FineTuneArguments, ModelArguments
 
 REPO_ID = "someone/indobert-smsa"
 UPLOADED = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md"]
@@ -55,7 +56,7 @@ def make_run(root: Path, classifier: Path, data_dir: Path, metrics: dict | None 
         "model": dataclasses.asdict(ModelArguments(model_name_or_path="indobenchmark/indobert-base-p1")),
         "data": dataclasses.asdict(DataArguments(data_dir=str(data_dir), max_seq_len=128)),
         "training": dataclasses.asdict(
-            TrainingArguments(
+            FineTuneArguments(
                 output_dir=str(run), learning_rate=3e-6, seed=7, label_smoothing=0.1, class_weights="1,3,1"
             )
         ),

@@ -19,10 +19,11 @@ import pytest
 from conftest import FAKE_TOKEN, ROOT
 
 from hf_indosent import cli
-from hf_indosent.inference.arguments import DemoArguments, ExportArguments, InferenceArguments, PushArguments
+from hf_indosent.inference.arguments import ExportArguments, InferenceArguments
 from hf_indosent.inference.export import export
 from hf_indosent.inference.predictor import Predictor, predict
 from hf_indosent.modeling.loading import ModelSourceError, load_classifier, load_model
+from hf_indosent.sharing.arguments import DemoArguments, PushArguments
 from hf_indosent.sharing.hub import push_to_hub
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -180,7 +180,7 @@ def test_a_run_refused_half_way_leaves_no_folder_it_made(model_copy, tiny_smsa_d
 
 
 def test_made_folder_removes_only_the_empty_folders_it_made(tmp_path):
-    from hf_indosent.inference.inputs import made_folder
+    from hf_indosent.core.files import made_folder
 
     with pytest.raises(KeyboardInterrupt), made_folder(tmp_path / "a" / "b" / "c") as folder:
         (folder.parent / "note.txt").write_text("mine", encoding="utf-8")  # written into b during the run

@@ -12,7 +12,9 @@ from accelerate import Accelerator
 from conftest import comparable, log_lines, run_train
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from hf_indosent.core.arguments import ArgumentError, TrainingArguments
+from hf_indosent.core.arguments import ArgumentError
+from hf_indosent.training.arguments import FineTuneArguments
+from hf_indosent.training.device_defaults import device_defaults
 from hf_indosent.training.packing import (
     KEEP_LEVELS,
     PACKED_ATTENTION,
@@ -21,7 +23,6 @@ from hf_indosent.training.packing import (
     packed_logits,
     packing_unavailable,
 )
-from hf_indosent.training.setup import device_defaults
 from hf_indosent.training.step import computed_masks, forward_backward
 
 TEXTS = [
@@ -232,16 +233,16 @@ def test_packing_knows_when_it_cannot_run(tiny_model_dir):
     ],
 )
 def test_packing_resolves_per_device_and_model(device, given, unavailable, expected):
-    defaults = device_defaults(torch.device(device), TrainingArguments(output_dir="x", **given), unavailable)
+    defaults = device_defaults(torch.device(device), FineTuneArguments(output_dir="x", **given), unavailable)
     assert (defaults.micro_batches, defaults.packing) == expected
 
 
 def test_packing_asked_for_where_it_cannot_run_is_refused():
     with pytest.raises(ArgumentError, match="--packing true: needs one process; drop --packing"):
-        device_defaults(torch.device("cpu"), TrainingArguments(output_dir="x", packing=True), "needs one process")
+        device_defaults(torch.device("cpu"), FineTuneArguments(output_dir="x", packing=True), "needs one process")
     for clash in ({"micro_batches": 4}, {"torch_compile": True}):
         with pytest.raises(ArgumentError, match="packing=true"):
-            TrainingArguments(output_dir="x", packing=True, **clash)
+            FineTuneArguments(output_dir="x", packing=True, **clash)
 
 
 @pytest.mark.parametrize(
@@ -257,7 +258,7 @@ def test_packing_asked_for_where_it_cannot_run_is_refused():
 def test_a_resumed_run_keeps_how_it_was_launched(recorded, given, unavailable, expected):
     """Unset settings resolve to what the resumed run recorded, so a default that changed between releases (packing)
     does not refuse the resume of a run started with micro-batches."""
-    args = TrainingArguments(output_dir="x", **given)
+    args = FineTuneArguments(output_dir="x", **given)
     defaults = device_defaults(torch.device("cpu"), args, unavailable, resumed=recorded)
     assert (defaults.micro_batches, defaults.packing) == expected
 

@@ -19,7 +19,8 @@ from conftest import SMSA_DIR, make_rows, requires_smsa
 from transformers import pipeline
 
 from hf_indosent import cli, predict
-from hf_indosent.data.smsa import LABEL_NAMES, MASKED_TEST_FILE
+from hf_indosent.data.parsing import LABEL_NAMES
+from hf_indosent.data.smsa import MASKED_TEST_FILE
 from hf_indosent.inference.inputs import BadInput
 from hf_indosent.inference.predictor import Predictor, resolve_device
 

@@ -21,9 +21,11 @@ import pytest
 from conftest import ROOT, cli_args, comparable, run_cli, run_train
 
 from hf_indosent import cli
-from hf_indosent.core.arguments import ArgumentError, TrainingArguments, parse_args
-from hf_indosent.data.smsa import DataFormatError, DownloadError, load_smsa
+from hf_indosent.core.arguments import ArgumentError, parse_args
+from hf_indosent.data.parsing import DataFormatError
+from hf_indosent.data.smsa import DownloadError, load_smsa
 from hf_indosent.modeling.loading import ModelSourceError, resolve_model_source
+from hf_indosent.training.arguments import FineTuneArguments
 from hf_indosent.training.checkpoints import list_checkpoints
 from hf_indosent.training.run_folder import LOCK_FILE, RunLock
 
@@ -306,7 +308,7 @@ def test_ctrl_c_under_accelerate_launch_saves_a_checkpoint_and_resumes_with_the_
 def test_the_same_signal_twice_stops_at_once_but_the_other_one_is_the_same_request():
     """Ctrl-C under `accelerate launch` >= 1.16: SIGINT from the terminal, then SIGTERM from the launcher."""
     from hf_indosent.cli import Interrupted
-    from hf_indosent.training.checkpoints import StopRequests
+    from hf_indosent.core.stopping import StopRequests
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     for first, then in ((signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)):
@@ -349,7 +351,7 @@ def test_resume_command_is_the_run_s_own_command(monkeypatch):
 def test_time_based_checkpoints_bound_what_a_hard_kill_loses(tiny_model_dir, tiny_smsa_dir, tmp_path, monkeypatch):
     import hf_indosent.training.checkpoints as checkpointing
 
-    assert TrainingArguments(output_dir="x").checkpointing_minutes == 15  # on by default
+    assert FineTuneArguments(output_dir="x").checkpointing_minutes == 15  # on by default
     clock = iter(range(0, 10**9, 16 * 60))  # every look at the clock: 16 more minutes have passed
     monkeypatch.setattr(checkpointing.time, "monotonic", lambda: next(clock))
     run_dir = tmp_path / "run"
@@ -418,7 +420,7 @@ def test_recipe_syntax_and_types_are_named_by_file_and_key(tmp_path, capsys):
     wrong.write_text("learning_rate: fast\noutput_dir: out\n", encoding="utf-8")
     flag = tmp_path / "flag.yaml"
     flag.write_text("output_dir: out\npush_to_hub: maybe\n", encoding="utf-8")
-    types = [TrainingArguments]
+    types = [FineTuneArguments]
     for recipe, needles in (
         (broken, ["is not valid YAML at line 2"]),
         (wrong, ["learning_rate: 'fast' is not a number"]),
@@ -440,12 +442,12 @@ def test_every_spelling_of_config_loads_the_recipe_and_checks_its_keys(tmp_path,
     """argparse accepts `--config=FILE` and unambiguous abbreviations: each must load the recipe, not skip it."""
     ok = tmp_path / "ok.yaml"
     ok.write_text("learning_rate: 3e-6\noutput_dir: out\n", encoding="utf-8")
-    (args,) = parse_args([TrainingArguments], [*spelling.format(ok).split(" "), "--seed", "5"])
+    (args,) = parse_args([FineTuneArguments], [*spelling.format(ok).split(" "), "--seed", "5"])
     assert (args.learning_rate, args.output_dir, args.seed) == (3e-6, "out", 5)
     typo = tmp_path / "typo.yaml"
     typo.write_text("learnig_rate: 3e-6\n", encoding="utf-8")
     with pytest.raises(SystemExit) as exit_info:
-        parse_args([TrainingArguments], spelling.format(typo).split(" "), prog="hf-indosent train")
+        parse_args([FineTuneArguments], spelling.format(typo).split(" "), prog="hf-indosent train")
     assert exit_info.value.code == 2
     assert "unknown keys ['learnig_rate']" in capsys.readouterr().err
 
@@ -583,6 +585,6 @@ def test_numbers_from_a_recipe_are_checked_too(tmp_path, capsys):
     recipe = tmp_path / "nan.yaml"
     recipe.write_text("output_dir: out\nlearning_rate: .nan\n", encoding="utf-8")  # YAML's own spelling of NaN
     with pytest.raises(SystemExit) as exit_info:
-        parse_args([TrainingArguments], ["--config", str(recipe)], prog="hf-indosent train")
+        parse_args([FineTuneArguments], ["--config", str(recipe)], prog="hf-indosent train")
     assert exit_info.value.code == 2
     assert "learning_rate=nan is not a finite number" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from conftest import FAKE_TOKEN, run_train
 from safetensors.torch import save_file
 from test_hub import card_parts, model_index_metrics
 
-from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.inference.predictor import Predictor
 from hf_indosent.modeling.loading import load_model, load_tokenizer
 from hf_indosent.training.checkpoints import STATE_FILE, list_checkpoints

@@ -28,7 +28,7 @@ import uvicorn
 from conftest import ROOT
 
 from hf_indosent.cli import main as cli_main
-from hf_indosent.data.smsa import LABEL_NAMES
+from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.inference.arguments import InferenceArguments
 from hf_indosent.inference.predictor import Predictor, predict
 from hf_indosent.modeling.folders import ModelSourceError

@@ -22,12 +22,14 @@ import pytest
 from conftest import ROOT, cli_args, run_cli
 
 from hf_indosent import cli
-from hf_indosent.core.arguments import TrainingArguments, _Parser, parse_args, unknown_options
+from hf_indosent.core.arguments import _Parser, parse_args, unknown_options
+from hf_indosent.core.files import staged_dir
 from hf_indosent.core.folder_lock import LOCK_FILE, FolderLock, FolderLockedError
 from hf_indosent.core.shell import command, rerun_command, resume_command
-from hf_indosent.core.stopping import STOP_SIGNALS
+from hf_indosent.core.stopping import STOP_SIGNALS, StopRequests
 from hf_indosent.core.suggest import closest, did_you_mean
-from hf_indosent.training.checkpoints import StopRequests, list_checkpoints, staged_dir
+from hf_indosent.training.arguments import FineTuneArguments
+from hf_indosent.training.checkpoints import list_checkpoints
 
 AWKWARD = "my runs/ulasan é"
 """A run folder as people name them: a space and a non-ASCII letter (unquoted, a pasted command splits on it)."""
@@ -168,10 +170,11 @@ def test_a_second_export_into_a_folder_is_refused_then_the_export_holds_and_rele
 
 
 def test_the_lock_is_released_after_an_error(tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir):
-    from hf_indosent.core.arguments import DataArguments
-    from hf_indosent.inference.arguments import AdaptArguments, BaselineArguments
+    from hf_indosent.data.arguments import DataArguments
+    from hf_indosent.inference.arguments import BaselineArguments
     from hf_indosent.inference.baseline import run_baseline
     from hf_indosent.training.adaptation import adapt
+    from hf_indosent.training.arguments import AdaptArguments
 
     run_dir = tmp_path / "baseline"
     run_dir.mkdir()
@@ -390,10 +393,10 @@ def test_closing_the_terminal_saves_a_checkpoint_and_exits_129(tiny_model_dir, t
 def test_sighup_during_adapt_saves_the_model_and_the_printed_command_continues_it(
     tiny_model_dir, tiny_smsa_dir, tmp_path, cache_dir, monkeypatch, no_terminal_to_leave
 ):
-    from hf_indosent.core.arguments import DataArguments
     from hf_indosent.core.stopping import Interrupted
-    from hf_indosent.inference.arguments import AdaptArguments
+    from hf_indosent.data.arguments import DataArguments
     from hf_indosent.training import adaptation
+    from hf_indosent.training.arguments import AdaptArguments
 
     original, calls = adaptation.MaskedPositionsLoss.forward, []
 
@@ -544,14 +547,14 @@ def test_an_unknown_flag_comes_before_the_recipe_s_complaints_and_real_options_s
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("learning_rate: fast\n", encoding="utf-8")
     with pytest.raises(SystemExit):
-        parse_args([TrainingArguments], ["--config", str(recipe), "--sed", "3"], prog="hf-indosent train")
+        parse_args([FineTuneArguments], ["--config", str(recipe), "--sed", "3"], prog="hf-indosent train")
     assert "unknown option --sed (did you mean --seed?)" in capsys.readouterr().err
     # argparse's own spellings are not unknown: abbreviations, --flag=value, values that start with a dash
     (args,) = parse_args(
-        [TrainingArguments], ["--output_dir", "-", "--packin", "true", "--weight_decay=0.5", "--learning_rate", "1e-4"]
+        [FineTuneArguments], ["--output_dir", "-", "--packin", "true", "--weight_decay=0.5", "--learning_rate", "1e-4"]
     )
     assert (args.packing, args.weight_decay, args.output_dir) == (True, 0.5, "-")
-    parser = _Parser([TrainingArguments])
+    parser = _Parser([FineTuneArguments])
     values = ["-", "", "-1.5", "--- bagus sekali ---", "-x y", "--", "--after-the-double-dash"]
     assert unknown_options(parser, ["--packin", "--seed=3", *values]) == []
     assert unknown_options(parser, ["--confg=my recipe.yaml", "-x", "--seed", "3"]) == ["--confg", "-x"]
@@ -561,7 +564,7 @@ def test_an_unknown_recipe_key_suggests_the_closest_one(tmp_path, capsys):
     recipe = tmp_path / "typo.yaml"
     recipe.write_text("learnig_rate: 3e-6\noutput_dir: out\n", encoding="utf-8")
     with pytest.raises(SystemExit) as stop:
-        parse_args([TrainingArguments], ["--config", str(recipe)], prog="hf-indosent train")
+        parse_args([FineTuneArguments], ["--config", str(recipe)], prog="hf-indosent train")
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "unknown keys ['learnig_rate'] (did you mean 'learning_rate'?)" in err
 

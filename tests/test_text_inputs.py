@@ -28,7 +28,8 @@ import pytest
 from conftest import ROOT
 
 from hf_indosent import cli, predict, predict_dataset
-from hf_indosent.data.smsa import DataFormatError, load_smsa
+from hf_indosent.data.parsing import DataFormatError
+from hf_indosent.data.smsa import load_smsa
 from hf_indosent.inference.inputs import open_input, text_problem
 from hf_indosent.inference.predictor import Predictor
 
@@ -370,8 +371,8 @@ def test_evaluate_refuses_a_row_the_model_could_not_take_by_its_number():
     evaluate names it (the one-line error) instead of a KeyError on its missing label."""
     import datasets
 
+    from hf_indosent.inference.base import ChunkedPredictor, error_result
     from hf_indosent.inference.evaluate import evaluate_dataset
-    from hf_indosent.inference.predictor import ChunkedPredictor, error_result
 
     class OneBadRow(ChunkedPredictor):
         label_names, max_length, chunk_size = ["positive", "negative"], 8, 4

@@ -183,10 +183,10 @@ def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, c
 def test_device_defaults_resolve_per_device_and_yield_to_explicit_flags(device, given, expected):
     import torch
 
-    from hf_indosent.core.arguments import TrainingArguments
-    from hf_indosent.training.setup import device_defaults
+    from hf_indosent.training.arguments import FineTuneArguments
+    from hf_indosent.training.device_defaults import device_defaults
 
-    defaults = device_defaults(torch.device(device), TrainingArguments(output_dir="x", **given))
+    defaults = device_defaults(torch.device(device), FineTuneArguments(output_dir="x", **given))
     assert (defaults.micro_batches, defaults.pin_memory, defaults.tf32) == expected
 
 
@@ -201,8 +201,8 @@ def test_device_defaults_resolve_per_device_and_yield_to_explicit_flags(device, 
     ],
 )
 def test_precision_resolves_from_a_measurement_on_cpu(monkeypatch, given, launched, speedup, expected):
-    from hf_indosent.core.arguments import TrainingArguments
     from hf_indosent.training import setup as training_setup
+    from hf_indosent.training.arguments import FineTuneArguments
 
     if launched is None:
         monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
@@ -210,7 +210,7 @@ def test_precision_resolves_from_a_measurement_on_cpu(monkeypatch, given, launch
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launched)
     monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: speedup)
     assert (
-        training_setup.resolve_mixed_precision(TrainingArguments(output_dir="x", mixed_precision=given).mixed_precision)
+        training_setup.resolve_mixed_precision(FineTuneArguments(output_dir="x", mixed_precision=given).mixed_precision)
         == expected
     )
 
@@ -345,17 +345,18 @@ def test_best_model_is_calibrated_and_keeps_its_labels(precision, tiny_model_dir
 
 
 def test_class_weights_balanced_and_explicit(no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir):
-    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.core.arguments import ArgumentError
+    from hf_indosent.training.arguments import FineTuneArguments
     from hf_indosent.training.setup import class_weights_of
     from hf_indosent.training.step import balanced_class_weights
 
     assert balanced_class_weights([6, 2, 4]) == pytest.approx([12 / 18, 12 / 6, 12 / 12])
-    args = TrainingArguments(output_dir="x", class_weights="1,3,1")
+    args = FineTuneArguments(output_dir="x", class_weights="1,3,1")
     assert class_weights_of(args, [0, 1, 2], 3) == [1.0, 3.0, 1.0]
     with pytest.raises(ArgumentError, match="3 weights for 2 labels"):
         class_weights_of(args, [0, 1], 2)
     with pytest.raises(ArgumentError, match="class_weights='heavy'"):
-        TrainingArguments(output_dir="x", class_weights="heavy")
+        FineTuneArguments(output_dir="x", class_weights="heavy")
 
     runs = {}
     # the tiny training split is balanced (32 rows per label), so "balanced" is all ones there: weigh explicitly too
@@ -479,23 +480,26 @@ def test_focal_loss_is_the_whole_batch_focal_loss(tiny_model_dir, class_weights)
 
 @pytest.mark.parametrize("value", [-1, 11, "2"])
 def test_focal_gamma_out_of_range_is_refused(value):
-    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.core.arguments import ArgumentError
+    from hf_indosent.training.arguments import FineTuneArguments
 
     with pytest.raises(ArgumentError, match=f"focal_gamma={value!r} must be in \\[0, 10\\]"):
-        TrainingArguments(output_dir="x", focal_gamma=value)
+        FineTuneArguments(output_dir="x", focal_gamma=value)
 
 
 def test_focal_loss_and_label_smoothing_together_are_refused():
-    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.core.arguments import ArgumentError
+    from hf_indosent.training.arguments import FineTuneArguments
 
     with pytest.raises(ArgumentError, match="cannot be combined: set one of them to 0"):
-        TrainingArguments(output_dir="x", focal_gamma=2, label_smoothing=0.1)
-    TrainingArguments(output_dir="x", focal_gamma=2)
+        FineTuneArguments(output_dir="x", focal_gamma=2, label_smoothing=0.1)
+    FineTuneArguments(output_dir="x", focal_gamma=2)
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, "0.1"])
 def test_label_smoothing_out_of_range_is_refused(value):
-    from hf_indosent.core.arguments import ArgumentError, TrainingArguments
+    from hf_indosent.core.arguments import ArgumentError
+    from hf_indosent.training.arguments import FineTuneArguments
 
     with pytest.raises(ArgumentError, match=f"label_smoothing={value!r} must be in \\[0, 1\\)"):
-        TrainingArguments(output_dir="x", label_smoothing=value)
+        FineTuneArguments(output_dir="x", label_smoothing=value)

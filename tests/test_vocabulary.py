@@ -101,7 +101,7 @@ def test_a_tokenizer_that_is_not_wordpiece_is_refused_with_the_fix(tmp_path):
 @pytest.mark.parametrize("value", [-1, 2.5, True])
 def test_extend_vocab_must_be_a_whole_number(value):
     from hf_indosent.core.arguments import ArgumentError
-    from hf_indosent.inference.arguments import AdaptArguments
+    from hf_indosent.training.arguments import AdaptArguments
 
     with pytest.raises(ArgumentError, match=f"extend_vocab={value!r} must be a whole number"):
         AdaptArguments(model_name_or_path="m", output_dir="o", extend_vocab=value)

@@ -11,12 +11,15 @@ so the messages still to come cannot turn a saved stop into a crash. Standard li
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
+
+logger = logging.getLogger(__name__)
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Signals that ask a command to stop: a long one saves its work first. Exit code 128 + the signal's number."""
@@ -103,3 +106,43 @@ def say(line: str, stream: TextIO) -> None:
         print(line, file=stream, flush=True)
     except OSError:
         silence(stream)
+
+
+class StopRequests:
+    """A stop signal while training (:data:`~hf_indosent.core.stopping.STOP_SIGNALS`: Ctrl-C, SIGTERM, a closed
+    terminal's SIGHUP): save a checkpoint at the next optimizer step, then stop.
+
+    The first signal only sets :attr:`signum`; the loop checks it after each step. The same signal again stops at once
+    (:class:`~hf_indosent.core.stopping.Interrupted`), losing only the steps since the last checkpoint. The other signal
+    does not: ``accelerate launch`` (1.16 on) answers a terminal's Ctrl-C, which reached this process too, by sending
+    it SIGTERM (and SIGKILL 5 s later), which is the same request, not a second one. SIGHUP never stops at once: a
+    closing terminal sends it more than once (the shell passes it on to its jobs, then the kernel sends it as the
+    shell exits), and nobody is left to insist. A signal ignored at start (``nohup``) stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._handling: contextlib.ExitStack | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            leave_closed_terminal()  # before any message: the terminal is gone
+        if self.signum == signum and signum != signal.SIGHUP:
+            raise Interrupted(signum, "interrupted again: stopped at once; resume from the last complete checkpoint")
+        if self.signum is not None:
+            logger.warning("%s received as well: still saving a checkpoint after this step", name)
+            return
+        self.signum = signum
+        again = "" if signum == signal.SIGHUP else " (send it again to stop at once)"
+        logger.warning("%s received: saving a checkpoint after this step, then stopping%s", name, again)
+
+    def __enter__(self) -> StopRequests:
+        self._handling = contextlib.ExitStack()
+        self._handling.enter_context(handled(self._handle))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handling is not None:
+            self._handling.close()
+            self._handling = None

@@ -11,10 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
-
-from hf_indosent.core.arguments import check, check_mixed_precision, check_numbers
+from hf_indosent.core.arguments import check, check_numbers
 from hf_indosent.core.files import input_file_error
 from hf_indosent.modeling.folders import backend_files, baseline_folder, resolve_model_source
 
@@ -52,21 +49,6 @@ def check_batching(batch_size: int, max_batch_tokens: int | None, chunk_size: in
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown: use one of {', '.join(BACKENDS)}")
-
-
-def check_repo_id(repo_id: str) -> None:
-    """Refuse anything but ``owner/name`` before any network call."""
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        repo_id_ok = False
-    else:
-        repo_id_ok = repo_id.count("/") == 1
-    if not repo_id_ok:
-        raise ValueError(
-            f"repo id {repo_id!r} is not a Hub model id: use OWNER/NAME (your user or organisation name, a slash, "
-            "then letters, digits, '-', '_' or '.'), e.g. your-user/indobert-smsa"
-        )
 
 
 @dataclass
@@ -290,58 +272,6 @@ class EvaluateArguments:
         return Path(self.file).stem if self.file is not None else self.split
 
 
-@dataclass
-class PushArguments:
-    model: str = field(metadata={"help": "Model folder saved by training (OUTPUT_DIR/best) or the run folder."})
-    repo_id: str = field(metadata={"help": "Hub repository OWNER/NAME; created if missing."})
-    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
-    run_dir: str | None = field(
-        default=None, metadata={"help": "Folder with metrics.json and args.json (default: the model folder's parent)."}
-    )
-
-    space: str | None = field(
-        default=None,
-        metadata={
-            "help": "Also create or update a Gradio demo Space OWNER/NAME that loads this model by its repo id "
-            '(needs the demo extra: pip install -e ".[demo]").'
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if not Path(self.model).is_dir():
-            raise ValueError(f"--model {self.model!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
-        if self.run_dir is not None and not Path(self.run_dir).is_dir():
-            raise ValueError(f"--run_dir {self.run_dir!r} is not a folder: pass the training OUTPUT_DIR")
-        check_repo_id(self.repo_id)
-        if self.space is not None:
-            check_repo_id(self.space)
-        resolve_model_source(self.model)
-
-
-@dataclass
-class DemoArguments:
-    """``hf-indosent demo`` options; light (stdlib only) so it can live with the other commands' arguments."""
-
-    model: str = field(
-        metadata={"help": "Fine-tuned model: a run folder (its best/ is used), a model folder, or a Hub id."}
-    )
-    host: str = field(
-        default=DEFAULT_HOST, metadata={"help": "Address to listen on; 0.0.0.0 opens the demo to your network."}
-    )
-    port: int | None = field(default=None, metadata={"help": "Port (default: 7860, or the next free one)."})
-    share: bool = field(default=False, metadata={"help": "Also open a public *.gradio.live link (needs internet)."})
-    device: str | None = field(default=None, metadata={"help": "'cpu', 'cuda' or 'cuda:N' (default: GPU if any)."})
-
-    def __post_init__(self) -> None:
-        if not self.model.strip():
-            raise ValueError("--model is empty: pass a training run folder (OUTPUT_DIR), its best/ or a Hub id")
-        if self.port is not None and not 1 <= self.port <= 65535:
-            raise ValueError(f"--port {self.port} is not a TCP port: use 1..65535, or leave it unset for 7860")
-        if not self.host.strip():
-            raise ValueError("--host is empty: use 127.0.0.1 (this machine only) or 0.0.0.0 (your network)")
-        resolve_model_source(self.model, weight_files=backend_files("auto"))  # the demo's predictor picks by files
-
-
 BASELINE_C_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
 """What ``hf-indosent baseline`` tries without --C: on SmSA, validation macro F1 peaks near 3, lower either side."""
 
@@ -405,60 +335,3 @@ class ExportArguments:
             f"--opset {self.opset} is too old: torch.onnx writes opset {DEFAULT_OPSET} or later (the default)",
         )
         resolve_model_source(self.model)
-
-
-@dataclass
-class AdaptArguments:
-    """``hf-indosent adapt`` options: masked-LM training on the task's own texts before fine-tuning (TAPT).
-
-    The data options (which texts, ``max_seq_len``) are :class:`~hf_indosent.core.arguments.DataArguments`, shared with
-    training: only the training split's texts are used, never a label."""
-
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Pre-trained model to adapt: Hub id, folder, or packaged name (required)."}
-    )
-    output_dir: str | None = field(
-        default=None,
-        metadata={"help": "Where the adapted model goes (config, weights, tokenizer, adapt.json): train from it."},
-    )
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a former adapted model there."})
-    num_train_epochs: int = field(default=3, metadata={"help": "Passes over the training texts."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW peak learning rate (linear warmup, decay)."})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of the steps spent warming the rate up."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Texts per batch per process."})
-    mlm_probability: float = field(default=0.15, metadata={"help": "Share of tokens masked (BERT: 0.15)."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    seed: int = field(default=42, metadata={"help": "Random seed (masking, shuffling)."})
-    mixed_precision: str | None = field(
-        default=None, metadata={"help": "'no', 'fp16' or 'bf16'; default (auto) as for train (measured on a CPU)."}
-    )
-    extend_vocab: int = field(
-        default=0,
-        metadata={
-            "help": "Add the training texts' N most frequent words the WordPiece vocabulary lacks as whole tokens "
-            "(each starts at the mean of its old pieces); 0 keeps the vocabulary. For a model whose vocabulary is "
-            "not Indonesian (MiniLM: 2.06 tokens per SmSA word; 1.08 with 5,000 words added, 1.06 with 7,250)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        check_numbers(self)
-        check(
-            bool(self.model_name_or_path),
-            "model_name_or_path is required: pass --model_name_or_path MODEL or set it in the recipe",
-        )
-        check(bool(self.output_dir), "output_dir is required: pass --output_dir DIR or set it in the recipe")
-        for name in ("num_train_epochs", "per_device_train_batch_size"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and value > 0, f"{name}={value!r} must be a positive integer")
-        check(self.learning_rate > 0, f"learning_rate={self.learning_rate} must be > 0 (e.g. 1e-4)")
-        check(0 <= self.warmup_ratio < 1, f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
-        check(self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0")
-        check(0 < self.mlm_probability < 1, f"mlm_probability={self.mlm_probability} must be in (0, 1), e.g. 0.15")
-        check(self.max_grad_norm > 0, f"max_grad_norm={self.max_grad_norm} must be > 0")
-        check(
-            isinstance(self.extend_vocab, int) and not isinstance(self.extend_vocab, bool) and self.extend_vocab >= 0,
-            f"extend_vocab={self.extend_vocab!r} must be a whole number of words >= 0 (0 keeps the vocabulary)",
-        )
-        check_mixed_precision(self.mixed_precision)

@@ -37,16 +37,10 @@ from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from tqdm.auto import tqdm
 
+from hf_indosent.core.files import atomic_path
 from hf_indosent.inference.arguments import InferenceArguments, PredictArguments
-from hf_indosent.inference.inputs import (
-    InputSource,
-    atomic_path,
-    concatenate_tables,
-    open_input,
-    result_columns,
-    result_table,
-    write_table,
-)
+from hf_indosent.inference.inputs import InputSource, open_input
+from hf_indosent.inference.outputs import concatenate_tables, result_columns, result_table, write_table
 from hf_indosent.inference.predictor import Predictor, model_identity, resolve_backend, resolve_device
 from hf_indosent.modeling.loading import baseline_folder, label_names_of
 

@@ -1,6 +1,6 @@
 """``hf-indosent baseline``: TF-IDF n-grams + logistic regression, the number a fine-tuned transformer has to beat.
 
-It reads the same splits with the same loader and options as training (:class:`~hf_indosent.core.arguments.DataArguments`),
+It reads the same splits with the same loader and options as training (:class:`~hf_indosent.data.arguments.DataArguments`),
 is scored by the same metrics module and leaves a run folder shaped like a training run's, so the two compare line by
 line. Features: word 1-2-grams and character 2-5-grams within word boundaries (``char_wb``), each TF-IDF weighted
 (sublinear tf, n-grams seen at least twice), side by side in a ``FeatureUnion``. Classifier: multinomial logistic
@@ -35,18 +35,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 from skops.io.exceptions import UntrustedTypesFoundException
 
-from hf_indosent.core.arguments import DataArguments
+from hf_indosent.core.files import check_output_folder, staged_dir, write_json
 from hf_indosent.core.folder_lock import FolderLock, holds_files
-from hf_indosent.data.smsa import NO_LABEL
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.data.loading import load_data
+from hf_indosent.data.parsing import NO_LABEL
 from hf_indosent.inference.arguments import BASELINE_C_GRID, BaselineArguments
-from hf_indosent.inference.inputs import check_output_folder
-from hf_indosent.inference.predictor import ChunkedPredictor, input_error
+from hf_indosent.inference.base import ChunkedPredictor, input_error
+from hf_indosent.metrics.report import metrics_to_string, plot_confusion_matrix
 from hf_indosent.metrics.scores import compute_metrics, confusion, load_metric, per_class_report
+from hf_indosent.modeling.folders import ARGS_FILE, remove_run_files
 from hf_indosent.modeling.loading import BASELINE_FILE, BEST_DIR, baseline_folder
-from hf_indosent.training.checkpoints import staged_dir
-from hf_indosent.training.reporting import metrics_to_string, plot_confusion_matrix, write_json
-from hf_indosent.training.run_folder import ARGS_FILE, remove_run_files
-from hf_indosent.training.setup import load_data
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +247,7 @@ class BaselinePredictor(ChunkedPredictor):
 
     ``label_names``, ``max_length`` (``None``: TF-IDF reads whole texts), ``stream(rows)`` and ``__call__(texts)``
     give one ``{"label", "scores": {name: probability}, "error"}`` per input row, in input order; rows that are not
-    usable texts keep their place with ``label=None`` and the reason (:func:`hf_indosent.inference.predictor.input_error`).
+    usable texts keep their place with ``label=None`` and the reason (:func:`hf_indosent.inference.base.input_error`).
     """
 
     max_length: int | None = None

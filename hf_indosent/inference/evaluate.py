@@ -15,12 +15,13 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
+from hf_indosent.core.files import check_output_folder, check_output_spares_inputs, made_folder, write_json
 from hf_indosent.data.smsa import load_smsa, require_labels
 from hf_indosent.inference.arguments import EvaluateArguments, InferenceArguments
-from hf_indosent.inference.inputs import check_output_folder, check_output_spares_inputs, made_folder
-from hf_indosent.inference.predictor import ChunkedPredictor, load_predictor
+from hf_indosent.inference.base import ChunkedPredictor
+from hf_indosent.inference.predictor import load_predictor
+from hf_indosent.metrics.report import plot_confusion_matrix
 from hf_indosent.metrics.scores import compute_metrics, confusion, load_metric, per_class_report
-from hf_indosent.training.reporting import plot_confusion_matrix, write_json
 
 logger = logging.getLogger(__name__)
 

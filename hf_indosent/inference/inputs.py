@@ -6,7 +6,7 @@ dataset (a ``save_to_disk`` folder, or a Hub dataset streamed). A row that canno
 :class:`BadInput`, and a text that is not valid Unicode (a lone surrogate: a JSON ``"\\ud83d"``, a byte that is not
 UTF-8 in a CSV or Parquet value or on the command line) is named by :func:`text_problem`, the check every predictor
 makes of every row. A file that cannot be read without guessing, or is not text at all, raises
-:class:`~hf_indosent.data.smsa.DataFormatError` naming the file, the row and the fix.
+:class:`~hf_indosent.data.parsing.DataFormatError` naming the file, the row and the fix.
 
 Outputs: :class:`ResultWriter` (one row at a time, CSV or JSON Lines) and result tables (CSV, JSON Lines or Parquet)
 written in pieces and concatenated. Files are written to a temporary name beside their destination and renamed into
@@ -15,32 +15,24 @@ place (:func:`atomic_path`), so a reader sees the old file or the whole new one,
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
-import io
 import json
-import os
-import select
-import shutil
-import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hf_indosent.data.smsa import DataFormatError, check_input_file
+from hf_indosent.core.files import file_fingerprint
+from hf_indosent.data.parsing import DataFormatError, check_input_file
 
 MIB = 1 << 20
 ARROW_BATCH_ROWS = 4096
 """Rows converted from Arrow to Python at a time (Parquet row groups, dataset batches)."""
-
-TABLE_FORMATS = ("csv", "jsonl", "parquet")
 
 
 @dataclass(frozen=True)
@@ -301,228 +293,5 @@ def _num_rows(dataset: datasets.Dataset | datasets.IterableDataset) -> int | Non
     return split.num_examples if split is not None else None
 
 
-def file_fingerprint(path: str | Path) -> dict[str, Any]:
-    """Size, modification time and a hash of the first and last MiB: cheap on any size, and changes with any edit
-    that a copy, an append or a rewrite makes."""
-    stat = os.stat(path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        digest.update(handle.read(MIB))
-        if stat.st_size > MIB:
-            handle.seek(max(MIB, stat.st_size - MIB))
-            digest.update(handle.read(MIB))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_ends": digest.hexdigest()}
-
-
-def folder_fingerprint(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """:func:`file_fingerprint` of every visible file in ``folder`` (a saved model: config, weights, tokenizer)."""
-    files = sorted(path for path in Path(folder).iterdir() if path.is_file() and not path.name.startswith("."))
-    return {path.name: file_fingerprint(path) for path in files}
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Writers
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)  # also through symbolic and hard links
-    return a.resolve() == b.resolve()
-
-
-def check_output_file(output: str | Path, option: str) -> None:
-    """An output file's path must name a file whose folders can exist: said now, naming the user's path (not the
-    temporary file beside it that the write would fail on, after all the work)."""
-    path = Path(output)
-    if path.is_dir():
-        raise ValueError(f"{option} {str(output)!r} is a folder: name a file in it, e.g. {str(path / 'out.jsonl')!r}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{option} {str(output)!r}: {str(parent)!r} is a file, not a folder: check the path")
-            break
-
-
-def check_output_folder(output_dir: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:
-    """A run's output folder: a folder (or none yet) under folders, and none of the folders and files it reads (a
-    training into its own model or data folder would mix its run files with them)."""
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {str(output_dir)!r} is a file: choose a folder")
-    check_output_file(path / "_", option)  # its parents are folders
-    check_output_spares_inputs(path, option, inputs)
-
-
-def check_output_spares_inputs(output: str | Path, option: str, inputs: Mapping[str, str | Path | None]) -> None:
-    """Refuse an output that would replace what the run reads (``inputs``: option -> file or folder): the same path
-    (predictions written over the texts they came from), or an existing file inside an input folder (the model's,
-    the dataset's). Checked before any work, so nothing is lost and no time is spent."""
-    target = Path(output)
-    for name, source in inputs.items():
-        if source is None or not Path(source).exists():
-            continue
-        folder = Path(source)
-        if _same_path(target, folder):
-            raise ValueError(
-                f"{option} {str(output)!r} is {name} {str(source)!r}, which this run reads: writing there would "
-                f"destroy it; choose another {option}"
-            )
-        if folder.is_dir() and target.is_file() and target.resolve().is_relative_to(folder.resolve()):
-            raise ValueError(
-                f"{option} {str(output)!r} is a file of {name} {str(source)!r}, which this run reads: writing there "
-                f"would replace it; choose another {option}"
-            )
-
-
-@contextlib.contextmanager
-def made_folder(folder: str | Path) -> Iterator[Path]:
-    """``folder``, made with its missing parents for the block; when the block fails (Ctrl-C included), the folders it
-    made are removed again while they are empty, so a run refused half-way leaves no empty output folder behind."""
-    folder = Path(folder)
-    missing = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        yield folder
-    except BaseException:
-        for path in missing:
-            try:
-                path.rmdir()
-            except OSError:  # something was written into it (or it is gone): keep it and its parents
-                break
-        raise
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` (missing folders created) to write to, renamed onto ``path`` when the block
-    succeeds and removed when it fails, Ctrl-C and SIGTERM included: ``path`` keeps the old file or the whole new
-    one, and folders made for it are removed again. The rename is atomic because both names are in the same folder."""
-    path = Path(path)
-    with made_folder(path.parent), _replaced_on_success(path) as temp:
-        yield temp
-
-
-@contextlib.contextmanager
-def _replaced_on_success(path: Path) -> Iterator[Path]:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield temp
-        descriptor = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)  # the data is on disk before the new name points at it
-        finally:
-            os.close(descriptor)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def reader_gone(handle: IO[str]) -> bool:
-    """Whether ``handle`` is a pipe whose reader has closed it (``predict | head`` once head has its lines): Linux's
-    ``poll`` reports POLLERR on the writing end then, before anything is written. Anything else (a file, a terminal,
-    a test's capture, a system without ``poll``) is never taken for gone: a write there still fails with EPIPE."""
-    try:
-        fd = handle.fileno()
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not hasattr(select, "poll"):
-            return False
-    except (AttributeError, OSError, ValueError):  # no file descriptor (io.UnsupportedOperation is both)
-        return False
-    poller = select.poll()
-    poller.register(fd, 0)  # POLLERR and POLLHUP are reported whatever is asked for
-    return any(events & select.POLLERR for _, events in poller.poll(0))
-
-
-class ResultWriter:
-    """Writes ``index, text, label, score per label, error`` rows as CSV or JSON Lines, one row at a time."""
-
-    def __init__(self, handle: IO[str], output_format: str, label_names: Sequence[str]) -> None:
-        self.handle = handle
-        self.format = output_format
-        self.label_names = list(label_names)
-        if output_format == "csv":
-            self.csv = csv.writer(handle, lineterminator="\n")
-            self.csv.writerow(["index", "text", "label", *[f"score_{name}" for name in self.label_names], "error"])
-
-    def write(self, index: int, row: Any, result: dict[str, Any]) -> None:
-        text = shown_text(row)
-        if self.format == "jsonl":
-            self.handle.write(json.dumps({"index": index, "text": text, **result}, ensure_ascii=False) + "\n")
-            return
-        scores = result["scores"] or {}
-        self.csv.writerow(
-            [index, text, result["label"], *[scores.get(name, "") for name in self.label_names], result["error"] or ""]
-        )
-
-
-def result_columns(label_names: Sequence[str], *, include_text: bool, include_scores: bool) -> list[str]:
-    """Columns of a result table: ``index``, [``text``], ``label``, ``score`` (the top one), [``score_<label>``...],
-    ``error``."""
-    texts = ["text"] if include_text else []
-    scores = [f"score_{name}" for name in label_names] if include_scores else []
-    return ["index", *texts, "label", "score", *scores, "error"]
-
-
-def _cell(column: str, index: int, row: Any, result: Mapping[str, Any]) -> Any:
-    scores = result["scores"]
-    if column == "index":
-        return index
-    if column == "text":
-        return shown_text(row)
-    if column == "score":
-        return max(scores.values()) if scores else None
-    if column.startswith("score_"):
-        return scores[column.removeprefix("score_")] if scores else None
-    return result[column]
-
-
-def result_table(
-    columns: Sequence[str], start: int, rows: Sequence[Any], results: Iterable[Mapping[str, Any]]
-) -> dict[str, list[Any]]:
-    """Column name -> values for ``rows`` (the first is input row ``start``) and their predictor results."""
-    table: dict[str, list[Any]] = {column: [] for column in columns}
-    for index, (row, result) in enumerate(zip(rows, results, strict=True), start=start):
-        for column in columns:
-            table[column].append(_cell(column, index, row, result))
-    return table
-
-
-def _arrow_schema(columns: Sequence[str]) -> pa.Schema:
-    def kind(column: str) -> pa.DataType:
-        return pa.int64() if column == "index" else pa.float64() if column.startswith("score") else pa.string()
-
-    return pa.schema([(column, kind(column)) for column in columns])
-
-
-def write_table(path: Path, table: Mapping[str, list[Any]], output_format: str, *, header: bool = False) -> None:
-    """``table`` as CSV (header row only if asked, empty cells for None), JSON Lines or Parquet at ``path``."""
-    if output_format == "parquet":
-        pq.write_table(pa.Table.from_pydict(dict(table), schema=_arrow_schema(list(table))), path)
-        return
-    buffer = io.StringIO()
-    columns = list(table)
-    rows = zip(*table.values(), strict=True)
-    if output_format == "csv":
-        writer = csv.writer(buffer, lineterminator="\n")
-        if header:
-            writer.writerow(columns)
-        writer.writerows(["" if value is None else value for value in values] for values in rows)
-    else:
-        for values in rows:
-            buffer.write(json.dumps(dict(zip(columns, values, strict=True)), ensure_ascii=False) + "\n")
-    path.write_bytes(buffer.getvalue().encode("utf-8"))
-
-
-def concatenate_tables(parts: Iterable[Path], output: Path, output_format: str, columns: Sequence[str]) -> None:
-    """One ``output`` file from pieces written by :func:`write_table`, in the given order, atomically."""
-    with atomic_path(output) as temp:
-        if output_format == "parquet":
-            with pq.ParquetWriter(temp, _arrow_schema(columns)) as writer:
-                for part in parts:
-                    writer.write_table(pq.read_table(part))
-            return
-        write_table(temp, {column: [] for column in columns}, output_format, header=True)
-        with open(temp, "ab") as handle:
-            for part in parts:
-                with open(part, "rb") as source:
-                    shutil.copyfileobj(source, handle, MIB)

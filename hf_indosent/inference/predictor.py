@@ -18,56 +18,38 @@ in :mod:`hf_indosent.inference.at_scale`, both with this module's :class:`Predic
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import hashlib
-import itertools
 import json
 import logging
-import sys
-import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import datasets
 import torch
 from transformers import pipeline
 
-from hf_indosent.data.smsa import LABEL_NAMES, load_smsa
+from hf_indosent.core.files import folder_fingerprint
 from hf_indosent.inference.arguments import (
     CPU_BATCH_TOKENS,
     GPU_BATCH_TOKENS,
     INT8_FALLBACK_MARGIN,
     InferenceArguments,
-    PredictArguments,
     check_backend,
     check_batching,
     check_fallback_margin,
 )
-from hf_indosent.inference.export import auto_backend, backend_files, pipeline_model, quantize_linear_layers
-from hf_indosent.inference.inputs import (
-    BadInput,
-    ResultWriter,
-    arrow_values,
-    atomic_path,
-    check_output_file,
-    check_output_spares_inputs,
-    folder_fingerprint,
-    open_input,
-    read_lines,
-    reader_gone,
-    result_columns,
-    result_table,
-    text_problem,
-)
+from hf_indosent.inference.backends import auto_backend, pipeline_model, quantize_linear_layers
+from hf_indosent.inference.base import ChunkedPredictor, error_result, input_error
+from hf_indosent.inference.inputs import arrow_values
+from hf_indosent.inference.outputs import result_columns, result_table
 from hf_indosent.modeling.devices import bf16_matmul_speedup
+from hf_indosent.modeling.folders import backend_files
 from hf_indosent.modeling.loading import baseline_folder, label_names_of, max_positions, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
-SUBMISSION_MEMBER = "pred.txt"
-"""File name the IndoNLU CodaLab portal expects inside the submission zip."""
 
 # Tokenizers without a declared limit report a huge sentinel (int(1e30)) as model_max_length.
 _NO_LIMIT = 1_000_000
@@ -103,40 +85,6 @@ def resolve_backend(model: str | Path, backend: str, device: str | int | None) -
     check_backend(backend)
     path = resolve_model_source(model, weight_files=backend_files(backend))
     return path, auto_backend(path, resolve_device(device).type) if backend == "auto" else backend
-
-
-class ChunkedPredictor:
-    """What every predictor shares: one result per input row, in input order, ``chunk_size`` rows at a time.
-
-    Subclasses set ``label_names``, ``max_length`` and ``chunk_size`` and implement ``_predict_chunk``; the
-    predict/evaluate commands, the demo and :func:`predict_dataset` only use this interface.
-    """
-
-    label_names: list[str]
-    max_length: int | None
-    chunk_size: int
-
-    @staticmethod
-    def before_batch() -> None:
-        """Called before each chunk and each model batch: a place to stop between them. ``hf-indosent predict`` sets
-        it to flush its output and stop once the reader of a pipe has gone (:func:`stop_when_reader_gone`)."""
-
-    def __call__(self, texts: str | Iterable[Any]) -> list[dict[str, Any]]:
-        """One result per input: ``{"label", "scores": {name: probability}, "error"}`` (see module docstring)."""
-        return list(self.stream([texts] if isinstance(texts, str) else texts))
-
-    def stream(self, rows: Iterable[Any]) -> Iterator[dict[str, Any]]:
-        """Lazily yield one result per input row, in input order, holding at most ``chunk_size`` rows at a time."""
-        iterator = iter(rows)
-        while True:
-            self.before_batch()  # before the next chunk is read: the rows so far are out, and wanted
-            chunk = list(itertools.islice(iterator, self.chunk_size))
-            if not chunk:
-                return
-            yield from self._predict_chunk(chunk)
-
-    def _predict_chunk(self, chunk: Sequence[Any]) -> list[dict[str, Any]]:
-        raise NotImplementedError
 
 
 def load_predictor(args: InferenceArguments) -> ChunkedPredictor:
@@ -326,23 +274,6 @@ def warn_if_bf16_is_slow() -> None:
         )
 
 
-def input_error(row: Any) -> str | None:
-    """Why ``row`` cannot be classified, or ``None`` when it is a usable text: the one check of every row, whatever
-    it came from (arguments, stdin, a file, a dataset, the demo) and whatever predicts it."""
-    if isinstance(row, BadInput):
-        return row.reason
-    if not isinstance(row, str):
-        return f"not a text: got {type(row).__name__}"
-    if not row.strip():
-        return "empty text"
-    return text_problem(row)
-
-
-def error_result(reason: str) -> dict[str, Any]:
-    """The result of a row that cannot be classified: no label, no scores, and why."""
-    return {"label": None, "scores": None, "error": reason}
-
-
 def predict(
     texts: str | Iterable[Any],
     model: str | Path | Predictor,
@@ -442,116 +373,5 @@ def model_identity(model_path: str, revision: str | None) -> dict[str, Any]:
 # Writing results
 
 
-def write_submission(predictor: Predictor, texts: Iterable[str], path: str | Path) -> tuple[Path, Path]:
-    """The IndoNLU CodaLab format: ``index,label`` in test-file order, plus the zip (holding ``pred.txt``) to upload."""
-    if sorted(predictor.label_names) != sorted(LABEL_NAMES):
-        raise ValueError(
-            f"the IndoNLU submission needs SmSA's labels {list(LABEL_NAMES)}, but the model predicts "
-            f"{predictor.label_names}: use a model fine-tuned on SmSA"
-        )
-    path = Path(path)
-    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as handle:
-        handle.write("index,label\n")
-        for index, result in enumerate(predictor.stream(texts)):
-            handle.write(f"{index},{result['label']}\n")
-    archive = path.with_suffix(".zip")
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        bundle.write(path, arcname=SUBMISSION_MEMBER)
-    return path, archive
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Command line
-
-
-def input_rows(args: PredictArguments) -> Iterator[Any]:
-    """The rows of ``--texts``, ``--file``, ``--dataset`` or stdin; a file or dataset is opened (and refused, if it
-    cannot be read at all) now, before the model is loaded."""
-    if args.texts is not None:
-        return iter(args.texts)
-    if args.file is None and args.dataset is None:
-        return read_lines(sys.stdin.buffer)
-    return open_input(args.file, args.text_column, dataset=args.dataset, split=args.split).rows()
-
-
-def stop_when_reader_gone(handle: IO[str]) -> Callable[[], None]:
-    """A :meth:`ChunkedPredictor.before_batch` for output to ``handle``: flush the rows written so far (they reach
-    the reader now, and a closed pipe shows as EPIPE), then stop with BrokenPipeError if ``handle`` is a pipe whose
-    reader has gone, so ``predict | head`` stops within a batch, not a chunk or the whole input, with nothing half
-    written. The CLI runner exits quietly on it (and points stdout at /dev/null for Python's final flush)."""
-
-    def check() -> None:
-        handle.flush()
-        if reader_gone(handle):
-            raise BrokenPipeError(errno.EPIPE, "the reader of the output has gone")
-
-    return check
-
-
-def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[str, int]:
-    """Run ``hf-indosent predict`` in one process, in one go; returns counts of rows written and rows with an error.
-
-    ``--output`` is written to a temporary file beside it and renamed when complete, so an interrupted run (an error,
-    Ctrl-C, SIGTERM) leaves the previous file as it was.
-    """
-    inputs = (args.submission, args.texts, args.file, args.dataset)
-    if all(source is None for source in inputs) and sys.stdin.isatty():
-        raise ValueError("no input: pass texts (--texts ...), --file, --dataset, --submission, or pipe text on stdin")
-    if args.include_text is not None or args.include_scores is not None:
-        raise ValueError(
-            "--include_text and --include_scores shape the piece-wise output, but this run writes in one go (always "
-            "with the text and every score): add --resumable, or drop them"
-        )
-    rows = input_rows(args) if args.submission is None else None  # an unreadable file: refused before the model loads
-    predictor = load_predictor(inference)
-    if rows is None:
-        test = load_smsa(data_dir=args.data_dir, cache_dir=args.dataset_cache_dir)["test"]
-        path, archive = write_submission(predictor, test["text"], args.submission)
-        logger.info("wrote %s (%d rows) and %s for the IndoNLU CodaLab portal", path, test.num_rows, archive)
-        return {"rows": test.num_rows, "errors": 0}
-
-    counts = {"rows": 0, "errors": 0}
-    with contextlib.ExitStack() as stack:
-        handle: IO[str] = sys.stdout
-        if args.output is not None:
-            temp = stack.enter_context(atomic_path(args.output))
-            handle = stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
-        else:
-            predictor.before_batch = stop_when_reader_gone(handle)
-        writer = ResultWriter(handle, args.output_format, predictor.label_names)
-        rows_a, rows_b = itertools.tee(rows)
-        for index, (row, result) in enumerate(zip(rows_a, predictor.stream(rows_b), strict=True)):
-            writer.write(index, row, result)
-            counts["rows"] += 1
-            counts["errors"] += result["error"] is not None
-    return counts
-
-
-def check_outputs(inference: InferenceArguments, args: PredictArguments) -> None:
-    """Every file predict writes is a file it may write: not a folder, and none of the files it reads."""
-    inputs = {"--file": args.file, "--dataset": args.dataset, "--model": inference.model, "--data_dir": args.data_dir}
-    outputs = {"--output": args.output}
-    if args.submission is not None:
-        outputs = {"--submission": args.submission, "--submission's zip": Path(args.submission).with_suffix(".zip")}
-    for option, path in outputs.items():
-        if path is not None:
-            check_output_file(path, option)
-            check_output_spares_inputs(path, option, inputs)
-
-
-def cli_run(inference: InferenceArguments, args: PredictArguments) -> int:
-    """``hf-indosent predict`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
-    from hf_indosent.inference import at_scale as predict_at_scale  # imports this module, so not at the top
-
-    check_outputs(inference, args)
-    if predict_at_scale.is_piecewise(inference, args):
-        predict_at_scale.run_piecewise(inference, args)  # reports on stderr itself
-        return 0
-    counts = run_predict(inference, args)
-    if counts["errors"]:
-        print(
-            f"hf-indosent predict: {counts['errors']} of {counts['rows']} rows could not be classified (empty or "
-            "unreadable text): their label is blank and the error column says why",
-            file=sys.stderr,
-        )
-    return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -291,3 +292,32 @@ def resolve_model_source(
             "Pass that folder (or its best/), or a Hub id like owner/name"
         )
     return name  # a Hub id
+
+
+CHECKPOINTS = "checkpoints"
+
+
+ARGS_FILE = "args.json"
+
+
+RUN_FILES = (
+    BEST_DIR,
+    CHECKPOINTS,
+    "metrics.json",
+    "log.jsonl",
+    ARGS_FILE,
+    "training_curves.png",
+    "confusion_matrix.png",
+    "runs",
+)
+
+
+def existing_run_files(run_dir: Path) -> list[str]:
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Delete a previous run's files (a training's or a baseline's), so nothing stale sits beside new results."""
+    for name in existing_run_files(run_dir):
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -34,9 +34,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import hf_indosent
-from hf_indosent.cli import describe
+from hf_indosent.core.errors import describe
 from hf_indosent.inference.arguments import InferenceArguments
-from hf_indosent.inference.predictor import ChunkedPredictor, load_predictor, resolve_device
+from hf_indosent.inference.base import ChunkedPredictor
+from hf_indosent.inference.predictor import load_predictor, resolve_device
 from hf_indosent.serving.arguments import SERVE_CPU_BATCH_TOKENS, ServeArguments
 from hf_indosent.serving.batcher import Batcher, Rows
 from hf_indosent.serving.metrics import INSTALL_HINT, ServeMetrics

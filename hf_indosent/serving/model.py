@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from hf_indosent.inference.arguments import CPU_BATCH_TOKENS
-from hf_indosent.inference.predictor import ChunkedPredictor, model_identity
+from hf_indosent.inference.base import ChunkedPredictor
+from hf_indosent.inference.predictor import model_identity
 from hf_indosent.modeling.folders import short_reason
 from hf_indosent.serving.protocol import TRUNCATION_SIDES, RequestError
 

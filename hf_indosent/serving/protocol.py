@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from hf_indosent.inference.predictor import input_error
+from hf_indosent.inference.base import input_error
 
 ERROR_STATUS = {
     "Empty": 400,

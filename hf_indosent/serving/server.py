@@ -30,8 +30,8 @@ from fastapi import FastAPI
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from hf_indosent.cli import describe
 from hf_indosent.core import stopping
+from hf_indosent.core.errors import describe
 from hf_indosent.inference.arguments import InferenceArguments
 from hf_indosent.inference.predictor import resolve_backend, resolve_device
 from hf_indosent.modeling.devices import usable_cpu_cores

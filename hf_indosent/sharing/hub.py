@@ -20,9 +20,9 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
-from hf_indosent.inference.arguments import PushArguments, check_repo_id
 from hf_indosent.modeling.folders import TOKENIZER_FILES, resolve_model_source
 from hf_indosent.modeling.loading import label_names_of, load_classifier
+from hf_indosent.sharing.arguments import check_repo_id
 from hf_indosent.sharing.model_card import build_model_card
 
 logger = logging.getLogger(__name__)
@@ -141,13 +141,3 @@ def push_to_hub(
         raise HubPushError(f"cannot push to {repo_id}: {_reason(err)}".replace(token, "<token>")) from None
     logger.info("uploaded %s to %s", ", ".join(operation.path_in_repo for operation in operations), url)
     return str(url)
-
-
-def cli_run(args: PushArguments) -> int:
-    """``hf-indosent push`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
-    print(push_to_hub(args.model, args.repo_id, private=args.private, run_dir=args.run_dir))
-    if args.space is not None:
-        from hf_indosent.sharing.demo import push_space  # the demo extra, only when asked
-
-        print(push_space(args.space, args.repo_id, private=args.private))
-    return 0

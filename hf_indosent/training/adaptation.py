@@ -33,13 +33,14 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from hf_indosent.core.arguments import ArgumentError, DataArguments, ModelArguments
+from hf_indosent.core.arguments import ArgumentError
+from hf_indosent.core.files import check_output_folder, make_readable, staged_dir
 from hf_indosent.core.folder_lock import holds_files
 from hf_indosent.core.shell import command, rerun_command
-from hf_indosent.core.stopping import Interrupted
+from hf_indosent.core.stopping import Interrupted, StopRequests
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.data.loading import load_data
 from hf_indosent.data.tokenization import LENGTH_COLUMN, tokenize_dataset
-from hf_indosent.inference.arguments import AdaptArguments
-from hf_indosent.inference.inputs import check_output_folder
 from hf_indosent.modeling.loading import (
     ADAPT_FILE,
     adaptation_stages,
@@ -47,10 +48,11 @@ from hf_indosent.modeling.loading import (
     resolve_model_path,
     resolve_model_source,
 )
-from hf_indosent.training.checkpoints import StopRequests, make_readable, staged_dir
+from hf_indosent.training.arguments import AdaptArguments, ModelArguments
+from hf_indosent.training.device_defaults import resolve_mixed_precision
 from hf_indosent.training.run_folder import lock_run_dir
 from hf_indosent.training.sampling import EpochBatchSampler
-from hf_indosent.training.setup import check_max_seq_len, load_data, resolve_mixed_precision
+from hf_indosent.training.setup import check_max_seq_len
 from hf_indosent.training.vocabulary import extend_vocabulary
 
 logger = logging.getLogger(__name__)

@@ -9,70 +9,26 @@ the previous checkpoint. The best model is swapped in the same way.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
 import re
 import shutil
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 
-from hf_indosent.core.folder_lock import carry_lock
-from hf_indosent.core.stopping import Interrupted, handled, leave_closed_terminal
+from hf_indosent.core.files import _fsync_dir, make_readable, removed_on_error, write_atomic
+from hf_indosent.modeling.folders import CHECKPOINTS
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
 STATE_FILE = "train_state.json"
 _NAME = re.compile(r"^checkpoint-e(\d+)-s(\d+)$")
-
-
-class StopRequests:
-    """A stop signal while training (:data:`~hf_indosent.core.stopping.STOP_SIGNALS`: Ctrl-C, SIGTERM, a closed
-    terminal's SIGHUP): save a checkpoint at the next optimizer step, then stop.
-
-    The first signal only sets :attr:`signum`; the loop checks it after each step. The same signal again stops at once
-    (:class:`~hf_indosent.core.stopping.Interrupted`), losing only the steps since the last checkpoint. The other signal
-    does not: ``accelerate launch`` (1.16 on) answers a terminal's Ctrl-C, which reached this process too, by sending
-    it SIGTERM (and SIGKILL 5 s later), which is the same request, not a second one. SIGHUP never stops at once: a
-    closing terminal sends it more than once (the shell passes it on to its jobs, then the kernel sends it as the
-    shell exits), and nobody is left to insist. A signal ignored at start (``nohup``) stays ignored.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._handling: contextlib.ExitStack | None = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if signum == signal.SIGHUP:
-            leave_closed_terminal()  # before any message: the terminal is gone
-        if self.signum == signum and signum != signal.SIGHUP:
-            raise Interrupted(signum, "interrupted again: stopped at once; resume from the last complete checkpoint")
-        if self.signum is not None:
-            logger.warning("%s received as well: still saving a checkpoint after this step", name)
-            return
-        self.signum = signum
-        again = "" if signum == signal.SIGHUP else " (send it again to stop at once)"
-        logger.warning("%s received: saving a checkpoint after this step, then stopping%s", name, again)
-
-    def __enter__(self) -> StopRequests:
-        self._handling = contextlib.ExitStack()
-        self._handling.enter_context(handled(self._handle))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._handling is not None:
-            self._handling.close()
-            self._handling = None
 
 
 class CheckpointClock:
@@ -87,38 +43,6 @@ class CheckpointClock:
 
     def reset(self) -> None:
         self.last = time.monotonic()
-
-
-@contextlib.contextmanager
-def removed_on_error(folder: Path) -> Iterator[None]:
-    """Delete a staging ``folder`` if writing it fails (disk full, permissions): never leave half a copy behind."""
-    try:
-        yield
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-@contextlib.contextmanager
-def staged_dir(target: Path) -> Iterator[Path]:
-    """A fresh staging folder beside ``target`` to write into: swapped in whole (:func:`replace_dir`) when the block
-    succeeds, deleted when it fails, so ``target`` is never half-written."""
-    staging = target.with_name(f".{target.name}.tmp")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    with removed_on_error(staging):
-        yield staging
-    replace_dir(staging, target)
-
-
-def make_readable(folder: Path) -> None:
-    """Give written files the usual mode (0644 under the umask): some writers create them 0600 via temp files."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in folder.rglob("*"):
-        if path.is_file():
-            path.chmod(0o666 & ~umask)
 
 
 @dataclass
@@ -157,55 +81,6 @@ class TrainState:
         data = dict(data)
         data["best_metric"] = -math.inf if data["best_metric"] is None else data["best_metric"]
         return cls(**data)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` holds either the old or the new content, never a torn file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_dir(staging: Path, target: Path) -> None:
-    """Move a finished ``staging`` folder to ``target``; the old ``target`` stays on disk until the new one is in."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    carry_lock(target, staging)  # a folder swapped whole stays its writer's (hf_indosent.core.folder_lock)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    _fsync_dir(target.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def recover_dir(target: Path) -> None:
-    """Undo a swap interrupted between its two renames: bring the previous folder back."""
-    old = target.with_name(f".{target.name}.old")
-    if not target.exists() and old.exists():
-        logger.warning("Restoring %s from an interrupted update", target)
-        os.replace(old, target)
-
-
-def remove_staging(run_dir: Path) -> None:
-    """Delete what a killed run left half-written (staging folders are never read)."""
-    run_dir = Path(run_dir)
-    for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob(".*.old"), *(run_dir / CHECKPOINTS).glob(".tmp-*")]:
-        if leftover.is_dir():
-            logger.warning("Removing %s left by an interrupted run", leftover)
-            shutil.rmtree(leftover)
 
 
 def checkpoint_name(state: TrainState) -> str:
@@ -312,3 +187,12 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> TrainState:
     """Restore model, optimizer, scheduler and RNG from ``path`` and return its :class:`TrainState`."""
     accelerator.load_state(str(path))
     return TrainState.from_dict(json.loads((path / STATE_FILE).read_text(encoding="utf-8"))["state"])
+
+
+def remove_staging(run_dir: Path) -> None:
+    """Delete what a killed run left half-written (staging folders are never read)."""
+    run_dir = Path(run_dir)
+    for leftover in [*run_dir.glob(".*.tmp"), *run_dir.glob(".*.old"), *(run_dir / CHECKPOINTS).glob(".tmp-*")]:
+        if leftover.is_dir():
+            logger.warning("Removing %s left by an interrupted run", leftover)
+            shutil.rmtree(leftover)

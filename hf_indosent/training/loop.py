@@ -28,68 +28,29 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from hf_indosent.cli import Interrupted
-from hf_indosent.core.arguments import DataArguments, ModelArguments, TrainingArguments
+from hf_indosent.core.files import make_readable, staged_dir, write_json
 from hf_indosent.core.shell import command
+from hf_indosent.core.stopping import Interrupted, StopRequests
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.metrics.report import metrics_to_string, plot_confusion_matrix
 from hf_indosent.metrics.scores import compute_metrics, confusion, pairs_from_confusion, per_class_report
+from hf_indosent.modeling.folders import CHECKPOINTS
 from hf_indosent.modeling.loading import BEST_DIR, load_classifier
 from hf_indosent.sharing.hub import HubPushError, push_to_hub
+from hf_indosent.training.arguments import FineTuneArguments, ModelArguments
 from hf_indosent.training.calibration import CONFIG_KEY, apply_temperature, calibration_report
-from hf_indosent.training.checkpoints import (
-    CHECKPOINTS,
-    CheckpointClock,
-    StopRequests,
-    TrainState,
-    make_readable,
-    save_checkpoint,
-    staged_dir,
-)
-from hf_indosent.training.reporting import (
-    final_summary,
-    metrics_to_string,
-    plot_confusion_matrix,
-    plot_training_curves,
-    write_json,
-    write_log,
-)
+from hf_indosent.training.checkpoints import CheckpointClock, TrainState, save_checkpoint
+from hf_indosent.training.device_defaults import warn_if_few_cpu_threads
+from hf_indosent.training.reporting import final_summary, plot_training_curves, write_log
 from hf_indosent.training.run_folder import lock_run_dir, stopped_message
-from hf_indosent.training.setup import Run, make_accelerator, setup, warn_if_few_cpu_threads
-from hf_indosent.training.step import EpochTally, computed_masks, forward_backward
+from hf_indosent.training.setup import Run, make_accelerator, setup
+from hf_indosent.training.step import EpochTally, computed_masks, current_lr, forward_backward
 
 logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # One epoch
-
-
-def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return optimizer.param_groups[0]["lr"]
-
-
-def checkpoint_wanted(run: Run, state: TrainState) -> tuple[bool, bool]:
-    """(stop now, checkpoint due) after an optimizer step, the same on every process.
-
-    A stop is asked by SIGINT/SIGTERM (:class:`StopRequests`); a checkpoint is due every ``checkpointing_steps`` and
-    after ``checkpointing_minutes``. With several processes the flags are combined (any process's signal or clock
-    counts) every ``logging_steps``, so steps are not synchronised with the host more often than the log is.
-    """
-    args, accelerator = run.args, run.accelerator
-    stop = run.stops.signum is not None
-    due = bool(args.checkpointing_steps) and state.global_step % args.checkpointing_steps == 0
-    if accelerator.num_processes == 1:
-        return stop, due or run.clock.due()
-    if state.global_step % args.logging_steps:
-        return False, due
-    flags = torch.tensor([float(stop), float(run.clock.due())], device=accelerator.device)
-    stop_any, clock_any = (accelerator.reduce(flags, "sum") > 0).tolist()
-    return stop_any, due or clock_any
-
-
-def checkpoint(run: Run, state: TrainState) -> Path:
-    path = save_checkpoint(run.accelerator, run.run_dir, state, run.args.save_total_limit)
-    run.clock.reset()
-    return path
 
 
 def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
@@ -346,7 +307,7 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
 # Entry points
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> dict[str, Any]:
+def train(model_args: ModelArguments, data_args: DataArguments, args: FineTuneArguments) -> dict[str, Any]:
     """Run (or resume) a training run; returns what metrics.json holds."""
     started = time.perf_counter()
     accelerator = make_accelerator(args)
@@ -407,7 +368,32 @@ def push_best(run: Run) -> None:
     print(f"Pushed best model to {url}")
 
 
-def cli_run(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> int:
+def cli_run(model_args: ModelArguments, data_args: DataArguments, args: FineTuneArguments) -> int:
     """``hf-indosent train`` after argument parsing (errors are turned into one line by :mod:`hf_indosent.cli`)."""
     train(model_args, data_args, args)
     return 0
+
+
+def checkpoint(run: Run, state: TrainState) -> Path:
+    path = save_checkpoint(run.accelerator, run.run_dir, state, run.args.save_total_limit)
+    run.clock.reset()
+    return path
+
+
+def checkpoint_wanted(run: Run, state: TrainState) -> tuple[bool, bool]:
+    """(stop now, checkpoint due) after an optimizer step, the same on every process.
+
+    A stop is asked by SIGINT/SIGTERM (:class:`StopRequests`); a checkpoint is due every ``checkpointing_steps`` and
+    after ``checkpointing_minutes``. With several processes the flags are combined (any process's signal or clock
+    counts) every ``logging_steps``, so steps are not synchronised with the host more often than the log is.
+    """
+    args, accelerator = run.args, run.accelerator
+    stop = run.stops.signum is not None
+    due = bool(args.checkpointing_steps) and state.global_step % args.checkpointing_steps == 0
+    if accelerator.num_processes == 1:
+        return stop, due or run.clock.due()
+    if state.global_step % args.logging_steps:
+        return False, due
+    flags = torch.tensor([float(stop), float(run.clock.due())], device=accelerator.device)
+    stop_any, clock_any = (accelerator.reduce(flags, "sum") > 0).tolist()
+    return stop_any, due or clock_any

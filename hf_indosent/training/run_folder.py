@@ -17,23 +17,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from hf_indosent.core.arguments import ArgumentError
+from hf_indosent.core.files import write_atomic
 from hf_indosent.core.folder_lock import LOCK_FILE as LOCK_FILE  # re-exported: a run folder's lock file
 from hf_indosent.core.folder_lock import FolderLock, FolderLockedError
 from hf_indosent.core.shell import resume_command
-from hf_indosent.modeling.loading import BEST_DIR
-from hf_indosent.training.checkpoints import CHECKPOINTS, TrainState, write_atomic
+from hf_indosent.modeling.folders import ARGS_FILE, existing_run_files, remove_run_files
+from hf_indosent.training.checkpoints import TrainState
 
-ARGS_FILE = "args.json"
-RUN_FILES = (
-    BEST_DIR,
-    CHECKPOINTS,
-    "metrics.json",
-    "log.jsonl",
-    ARGS_FILE,
-    "training_curves.png",
-    "confusion_matrix.png",
-    "runs",
-)
 RESUMABLE = frozenset(
     {
         "num_train_epochs",
@@ -86,10 +76,6 @@ def lock_run_dir(run_dir: Path, accelerator: Accelerator, job: str = "training r
     return lock
 
 
-def existing_run_files(run_dir: Path) -> list[str]:
-    return [name for name in RUN_FILES if (run_dir / name).exists()]
-
-
 def check_output_dir(run_dir: Path, overwrite: bool, resuming: bool) -> None:
     """Refuse to mix two runs in one folder unless asked to overwrite (or to resume)."""
     existing = existing_run_files(run_dir)
@@ -111,13 +97,6 @@ def check_overwrite_spares_inputs(run_dir: Path, inputs: dict[str, str | None]) 
                     f"{option} {source!r} is in {str(run_dir / name)!r}, which --overwrite_output_dir would delete: "
                     "copy it elsewhere first, or choose another --output_dir"
                 )
-
-
-def remove_run_files(run_dir: Path) -> None:
-    """Delete a previous run's files (a training's or a baseline's), so nothing stale sits beside new results."""
-    for name in existing_run_files(run_dir):
-        path = run_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def replace_old_run(run_dir: Path, accelerator: Accelerator) -> None:

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from hf_indosent.core.arguments import SEED_RANGE
+from hf_indosent.core.files import write_json
 from hf_indosent.core.folder_lock import FolderLock
 from hf_indosent.core.shell import command
 from hf_indosent.core.stopping import handled, leave_closed_terminal, say
 from hf_indosent.metrics.scores import METRIC_NAMES
 from hf_indosent.training.checkpoints import list_checkpoints
-from hf_indosent.training.reporting import write_json
 
 RESERVED = ("--seed", "--output_dir", "--resume_from_checkpoint")
 """Training options this script sets itself, one value per seed."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,22 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from evaluate import EvaluationModule
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from hf_indosent.core.arguments import ArgumentError, DataArguments, ModelArguments, TrainingArguments
-from hf_indosent.data.smsa import NO_LABEL, load_smsa, require_labels
+from hf_indosent.core.arguments import ArgumentError
+from hf_indosent.core.files import check_output_folder, recover_dir
+from hf_indosent.core.stopping import StopRequests
+from hf_indosent.data.arguments import DataArguments
+from hf_indosent.data.loading import load_data
+from hf_indosent.data.parsing import NO_LABEL
 from hf_indosent.data.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
-from hf_indosent.inference.inputs import check_output_folder
 from hf_indosent.metrics.scores import load_metric
-from hf_indosent.modeling.devices import BF16_MIN_SPEEDUP, bf16_matmul_speedup, usable_cpu_cores
 from hf_indosent.modeling.loading import (
     BEST_DIR,
     adaptation_of,
@@ -39,19 +40,18 @@ from hf_indosent.modeling.loading import (
     resolve_model_source,
 )
 from hf_indosent.sharing.hub import check_hub_access
+from hf_indosent.training.arguments import FineTuneArguments, ModelArguments
 from hf_indosent.training.checkpoints import (
     CheckpointClock,
-    StopRequests,
     TrainState,
     load_checkpoint,
-    recover_dir,
     remove_staging,
     resolve_checkpoint,
 )
+from hf_indosent.training.device_defaults import DeviceDefaults, device_defaults, resolve_mixed_precision
 from hf_indosent.training.packing import PackedCollator, packing_unavailable
 from hf_indosent.training.reporting import start_summary
 from hf_indosent.training.run_folder import (
-    DEVICE_RESOLVED,
     arguments_record,
     check_free_space,
     check_output_dir,
@@ -82,7 +82,7 @@ class Run:
     label_names: list[str]
     metric: EvaluationModule
     run_dir: Path
-    args: TrainingArguments
+    args: FineTuneArguments
     stops: StopRequests = field(default_factory=StopRequests)
     clock: CheckpointClock = field(default_factory=lambda: CheckpointClock(None))
     progress: tqdm | None = None  # one bar over all epochs, made by train()
@@ -94,94 +94,7 @@ class Run:
             (self.progress or tqdm).write(text)
 
 
-def warn_if_few_cpu_threads(accelerator: Accelerator) -> None:
-    """On CPU, `accelerate launch` sets OMP_NUM_THREADS=1 unless told otherwise: one core of a laptop would train."""
-    cores = usable_cpu_cores() // accelerator.num_processes
-    threads = torch.get_num_threads()
-    if accelerator.device.type == "cpu" and threads < cores and accelerator.is_local_main_process:
-        logger.warning(
-            "Training on the CPU with %d thread(s) per process although %d core(s) per process are free "
-            "(OMP_NUM_THREADS=%s). `accelerate launch` uses 1 thread unless told otherwise: add "
-            "--num_cpu_threads_per_process %d to the launch command (before the script) to use them all.",
-            threads,
-            cores,
-            os.environ.get("OMP_NUM_THREADS", "unset"),
-            cores,
-        )
-
-
-def load_data(data_args: DataArguments, accelerator: Accelerator) -> datasets.DatasetDict:
-    with accelerator.main_process_first():
-        dataset = load_smsa(
-            data_dir=data_args.data_dir,
-            data_files=data_args.data_files,
-            label_names=data_args.label_names,
-            text_column=data_args.text_column,
-            label_column=data_args.label_column,
-            header=data_args.header,
-            cache_dir=data_args.dataset_cache_dir,
-        )
-    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples}
-    limits["test"] = data_args.max_eval_samples
-    for split, limit in limits.items():
-        if split in dataset and limit is not None:
-            dataset[split] = dataset[split].select(range(min(limit, dataset[split].num_rows)))
-    require_labels(dataset["validation"], "validation")  # early stopping needs validation labels
-    return dataset
-
-
-@dataclass(frozen=True)
-class DeviceDefaults:
-    """What an unset (auto) setting means on a device; docs/performance.md, "Device-aware defaults", has the figures."""
-
-    micro_batches: int  # length-sorted parts per batch: less padding, but more, smaller passes
-    pin_memory: bool  # page-locked host batches, copied to the GPU without blocking
-    tf32: bool  # TensorFloat-32 matmuls (NVIDIA Ampere and newer)
-    packing: bool = False  # one padding-free pass per batch (hf_indosent.training.packing)
-
-
-CPU_DEFAULTS = DeviceDefaults(micro_batches=4, pin_memory=False, tf32=False, packing=True)
-GPU_DEFAULTS = DeviceDefaults(micro_batches=1, pin_memory=True, tf32=True, packing=False)
-GPU_MIXED_PRECISION = "no"  # fp32 with TF32: one H100 run of the MiniLM recipe, bf16 at 0.81x of fp32
-
-
-def device_defaults(
-    device: torch.device,
-    args: TrainingArguments,
-    packing_unavailable: str | None = None,
-    resumed: dict[str, Any] | None = None,
-) -> DeviceDefaults:
-    """The device's defaults, with every explicitly given argument taking precedence.
-
-    ``packing_unavailable`` is why this model or launch cannot be packed (see
-    :func:`hf_indosent.training.packing.packing_unavailable`): auto then falls back to micro-batches, ``--packing true`` is
-    refused with the reason. ``resumed`` is the launch a resumed run recorded: its settings stand in for unset ones,
-    so a run resumes as it was launched (also across a release that changed a default), never refused for it."""
-    base = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS
-    if resumed:
-        inherited = {name: resumed[name] for name in DEVICE_RESOLVED if getattr(args, name) is None and name in resumed}
-        if "micro_batches" in inherited and "packing" not in resumed and args.packing is None:
-            inherited["packing"] = False  # recorded before packing existed: it ran micro-batches
-        if inherited.get("packing") and packing_unavailable:
-            inherited.pop("packing")  # the resume check then names the change (packing True -> False)
-        if inherited.get("packing") or args.packing:
-            inherited.pop("micro_batches", None)  # packed: one pass per batch
-        args = dataclasses.replace(args, **inherited)
-    if args.packing and packing_unavailable:
-        raise ArgumentError(f"--packing true: {packing_unavailable}; drop --packing to train with micro-batches")
-    if args.packing is None:
-        packing = base.packing and not packing_unavailable and args.micro_batches is None and not args.torch_compile
-    else:
-        packing = args.packing
-    return DeviceDefaults(
-        micro_batches=1 if packing else args.micro_batches or base.micro_batches,
-        pin_memory=base.pin_memory and device.type == "cuda",
-        tf32=(base.tf32 if args.tf32 is None else args.tf32) and device.type == "cuda",
-        packing=packing,
-    )
-
-
-def class_weights_of(args: TrainingArguments, labels: list[int], num_labels: int) -> list[float] | None:
+def class_weights_of(args: FineTuneArguments, labels: list[int], num_labels: int) -> list[float] | None:
     """``--class_weights`` as one weight per label id: computed from the training labels for 'balanced'."""
     if args.class_weights in (None, "none"):
         return None
@@ -201,7 +114,7 @@ def make_loader(
     batch_size: int,
     *,
     shuffle: bool,
-    args: TrainingArguments,
+    args: FineTuneArguments,
     collator,
     pin_memory: bool = False,
 ) -> tuple[DataLoader, EpochBatchSampler]:
@@ -231,32 +144,7 @@ def check_max_seq_len(model_args: ModelArguments, data_args: DataArguments) -> P
     return config
 
 
-def resolve_mixed_precision(explicit: str | None, resumed_run: Path | None = None) -> str:
-    """The precision a job computes in: ``explicit`` (the flag), then `accelerate launch`'s bf16/fp16, then what the
-    run being resumed recorded, then the device's default: bf16 on a CPU whose bf16 matmuls measure faster than fp32,
-    fp32 elsewhere.
-
-    The CPU measurement is taken once, on the main process, and broadcast, so every process computes alike."""
-    if explicit is not None:
-        return explicit
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if launched != "no":
-        return launched
-    recorded = recorded_launch(resumed_run).get("mixed_precision") if resumed_run is not None else None
-    if recorded:
-        return recorded
-    state = PartialState()
-    if state.device.type != "cpu":
-        return GPU_MIXED_PRECISION
-    choice = [None]
-    if state.is_main_process:
-        choice = ["bf16" if bf16_matmul_speedup() >= BF16_MIN_SPEEDUP else "no"]
-    if state.num_processes > 1:
-        broadcast_object_list(choice)
-    return choice[0]
-
-
-def make_accelerator(args: TrainingArguments) -> Accelerator:
+def make_accelerator(args: FineTuneArguments) -> Accelerator:
     return Accelerator(
         mixed_precision=resolve_mixed_precision(
             args.mixed_precision, Path(args.output_dir) if args.resume_from_checkpoint is not None else None
@@ -282,7 +170,7 @@ def launch_facts(accelerator: Accelerator, defaults: DeviceDefaults) -> dict[str
 
 
 def setup(
-    accelerator: Accelerator, model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments
+    accelerator: Accelerator, model_args: ModelArguments, data_args: DataArguments, args: FineTuneArguments
 ) -> tuple[Run, TrainState]:
     """Build everything the loop needs. Every input is checked before an old run in output_dir is replaced."""
     run_dir = Path(args.output_dir)

@@ -204,3 +204,7 @@ class EpochTally:
         state.epoch_sums["seconds"] += seconds
         state.train_seconds += seconds
         self.started = time.perf_counter()
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return optimizer.param_groups[0]["lr"]
