@@ -1,6 +1,7 @@
 """Measuring tools for the benchmarks: timers, peak memory, the matmul peak, model FLOPs, machine facts, the table.
 
-Standard library, torch and hf_indosent.modeling.devices only, so every pipeline (ours, the tutorial's, transformers.Trainer)
+Standard library, torch and hf_indosent.modeling.devices only, so every pipeline (ours, the tutorial's,
+transformers.Trainer)
 is measured the same way. Not part of the hf_indosent package: the benchmarks import it as a sibling module.
 """
 

@@ -1,4 +1,5 @@
-"""benchmarks/measure.py and hf_indosent.modeling.devices: timers, memory peaks, matmul peak, FLOPs, MFU rule, the table."""
+"""benchmarks/measure.py and hf_indosent.modeling.devices: timers, memory peaks, matmul peak, FLOPs, MFU rule, the
+table."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Issue 27, text inputs: one bad character costs its row, not the file; a file that is not text is refused as a whole;
 ``predict | head`` stops when the reader goes.
 
-The text-encoding guard (:func:`hf_indosent.inference.inputs.text_problem`, called by ``prediction.input_error`` for every row
+The text-encoding guard (:func:`hf_indosent.inference.inputs.text_problem`, called by ``prediction.input_error`` for
+every row
 of every predictor) is exercised through every way in: arguments, stdin, txt/csv/jsonl/parquet files, ``--dataset``,
 ``predict_dataset``, the Python API, the demo and predict at scale. The bad row is always row 1 of
 [good, bad, good, good]: it keeps its place with an error, and the others keep the labels they get alone.

@@ -162,11 +162,11 @@ def test_cpu_run_on_fewer_threads_than_cores_says_how_to_use_them(monkeypatch, c
     """`accelerate launch` leaves a CPU run on one thread (OMP_NUM_THREADS=1) unless told otherwise."""
     from accelerate import Accelerator
 
-    from hf_indosent.training import setup as training_setup
+    from hf_indosent.training import device_defaults
 
-    monkeypatch.setattr(training_setup, "usable_cpu_cores", lambda: cores)
-    with caplog.at_level("WARNING", logger="hf_indosent.training.setup"):
-        training_setup.warn_if_few_cpu_threads(Accelerator(cpu=True))
+    monkeypatch.setattr(device_defaults, "usable_cpu_cores", lambda: cores)
+    with caplog.at_level("WARNING", logger="hf_indosent.training.device_defaults"):
+        device_defaults.warn_if_few_cpu_threads(Accelerator(cpu=True))
     assert ("--num_cpu_threads_per_process 4" in caplog.text) is warned
 
 
@@ -201,7 +201,7 @@ def test_device_defaults_resolve_per_device_and_yield_to_explicit_flags(device, 
     ],
 )
 def test_precision_resolves_from_a_measurement_on_cpu(monkeypatch, given, launched, speedup, expected):
-    from hf_indosent.training import setup as training_setup
+    from hf_indosent.training import device_defaults as training_setup
     from hf_indosent.training.arguments import FineTuneArguments
 
     if launched is None:
@@ -220,7 +220,7 @@ def test_precision_on_a_gpu_is_fp32_and_a_resumed_run_keeps_its_own(monkeypatch,
 
     import torch
 
-    from hf_indosent.training import setup as training_setup
+    from hf_indosent.training import device_defaults as training_setup
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: pytest.fail("measured on a GPU"))
@@ -237,7 +237,7 @@ def test_only_the_main_process_measures_and_the_others_take_its_choice(monkeypat
 
     import torch
 
-    from hf_indosent.training import setup as training_setup
+    from hf_indosent.training import device_defaults as training_setup
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(training_setup, "bf16_matmul_speedup", lambda: pytest.fail("measured on a non-main process"))

@@ -10,8 +10,8 @@ only, and a context manager::
         ...  # check the folder, then write it
 
 Under several processes only the main one takes it (``RANK`` 0, as set by ``accelerate launch`` and ``torchrun``);
-:func:`hf_indosent.training.run_folder.lock_run_dir` also tells the other processes when it is refused. A command that swaps
-the whole folder for a finished copy (:func:`hf_indosent.core.files.replace_dir`) keeps holding it: the lock
+:func:`hf_indosent.training.run_folder.lock_run_dir` also tells the other processes when it is refused. A command that
+swaps the whole folder for a finished copy (:func:`hf_indosent.core.files.replace_dir`) keeps holding it: the lock
 file is linked into the copy first (:func:`carry_lock`).
 """
 

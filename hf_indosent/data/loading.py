@@ -1,4 +1,5 @@
-"""The splits a job trains or scores on: SmSA or the user's files, cut to the asked sizes, validation labels required."""
+"""The splits a job trains or scores on: SmSA or the user's files, cut to the asked sizes, validation labels
+required."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Reading the user's data files: refusing what is not text (binary, compressed, another format) and parsing TSV/CSV rows into examples, each bad row named."""
+"""Reading the user's data files: refusing what is not text (binary, compressed, another format) and parsing TSV/CSV
+rows into examples, each bad row named."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def check_input_file(path: str | os.PathLike, *, text: bool = True) -> None:
 
 
 def _path_problem(path: str | os.PathLike) -> tuple[int | None, str, str] | None:
-    """``(line, problem, fix)`` for a path that is not a readable file (see :func:`hf_indosent.core.files.path_problem`)."""
+    """``(line, problem, fix)`` for a path that is not a readable file (see
+    :func:`hf_indosent.core.files.path_problem`)."""
     problem = path_problem(path)
     return None if problem is None else (None, *problem)
 

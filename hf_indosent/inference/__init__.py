@@ -1,1 +1,2 @@
-"""Inference: the predictor, runtime backends, reading texts and writing results, predict, evaluate, export, baseline."""
+"""Inference: the predictor, runtime backends, reading texts and writing results, predict, evaluate, export,
+baseline."""

@@ -1,7 +1,8 @@
 """The arguments of the commands besides ``train``: predict, evaluate, push, demo, baseline and export.
 
 Dataclasses with ``__post_init__`` checks that name the bad value and the fix, parsed by
-:func:`hf_indosent.core.arguments.parse_args`; light at import, like :mod:`hf_indosent.core.arguments`. Every command that takes
+:func:`hf_indosent.core.arguments.parse_args`; light at import, like :mod:`hf_indosent.core.arguments`. Every command
+that takes
 a model checks it from its files here (:func:`~hf_indosent.modeling.folders.resolve_model_source`), so a wrong path is
 answered before torch and transformers are imported.
 """

@@ -3,7 +3,8 @@
 A piece-wise run (``--resumable``, a Parquet output, or ``accelerate launch --num_processes N -m hf_indosent predict``)
 cuts the input by position into pieces of ``--piece_size`` rows. Piece k belongs to process k % N
 (``PartialState().process_index``), which predicts it on its own device (``PartialState().device``) with the
-:class:`~hf_indosent.inference.predictor.Predictor` and commits it to the work folder ``<output>.parts/``: its stats, then its
+:class:`~hf_indosent.inference.predictor.Predictor` and commits it to the work folder ``<output>.parts/``: its stats,
+then its
 rows, each written to a temporary name and renamed. Every process reads the whole input and keeps its own pieces, so
 no rows travel between processes and where a row lands never depends on timing.
 

@@ -120,8 +120,8 @@ def pipeline_model(
 ) -> dict[str, Any]:
     """What ``transformers.pipeline`` gets for ``backend``: the loaded and checked model and its tokenizer, plus the
     pipeline class for the ONNX classifier. The torch backends load through
-    :func:`~hf_indosent.modeling.loading.load_classifier`, so a folder whose weights do not match its config is refused, never
-    run with fresh layers; the ONNX ones through :func:`export_session`.
+    :func:`~hf_indosent.modeling.loading.load_classifier`, so a folder whose weights do not match its config is
+    refused, never run with fresh layers; the ONNX ones through :func:`export_session`.
 
     ``onnx-int8`` with ``int8_fallback_margin`` > 0 also loads the folder's fp32 ``model.onnx`` for its close calls
     (see :class:`OnnxSequenceClassifier`).

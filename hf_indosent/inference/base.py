@@ -1,4 +1,5 @@
-"""What every predictor offers (a fine-tuned model's, a baseline's): labels for texts in chunks, one bad row answered as an error row."""
+"""What every predictor offers (a fine-tuned model's, a baseline's): labels for texts in chunks, one bad row answered
+as an error row."""
 
 from __future__ import annotations
 

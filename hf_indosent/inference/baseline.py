@@ -1,6 +1,7 @@
 """``hf-indosent baseline``: TF-IDF n-grams + logistic regression, the number a fine-tuned transformer has to beat.
 
-It reads the same splits with the same loader and options as training (:class:`~hf_indosent.data.arguments.DataArguments`),
+It reads the same splits with the same loader and options as training
+(:class:`~hf_indosent.data.arguments.DataArguments`),
 is scored by the same metrics module and leaves a run folder shaped like a training run's, so the two compare line by
 line. Features: word 1-2-grams and character 2-5-grams within word boundaries (``char_wb``), each TF-IDF weighted
 (sublinear tf, n-grams seen at least twice), side by side in a ``FeatureUnion``. Classifier: multinomial logistic
@@ -243,7 +244,8 @@ def read_info(folder: Path) -> dict[str, Any]:
 
 
 class BaselinePredictor(ChunkedPredictor):
-    """A saved baseline behind :class:`hf_indosent.inference.predictor.Predictor`'s interface, so predict/evaluate take either.
+    """A saved baseline behind :class:`hf_indosent.inference.predictor.Predictor`'s interface, so predict/evaluate take
+    either.
 
     ``label_names``, ``max_length`` (``None``: TF-IDF reads whole texts), ``stream(rows)`` and ``__call__(texts)``
     give one ``{"label", "scores": {name: probability}, "error"}`` per input row, in input order; rows that are not

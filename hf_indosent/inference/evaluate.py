@@ -1,8 +1,8 @@
 """``hf-indosent evaluate``: score a saved model on a labelled split (SmSA or your own file).
 
-Predictions come from the same :class:`~hf_indosent.inference.predictor.Predictor` as ``predict``, so what is evaluated is
-exactly what users get. Metrics come from our ``evaluate`` module (:mod:`hf_indosent.metrics.scores`). Outputs: one JSON file
-(macro metrics, per-class report, confusion matrix) and a confusion-matrix PNG.
+Predictions come from the same :class:`~hf_indosent.inference.predictor.Predictor` as ``predict``, so what is evaluated
+is exactly what users get. Metrics come from our ``evaluate`` module (:mod:`hf_indosent.metrics.scores`). Outputs: one
+JSON file (macro metrics, per-class report, confusion matrix) and a confusion-matrix PNG.
 """
 
 from __future__ import annotations

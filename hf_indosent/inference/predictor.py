@@ -4,15 +4,15 @@ The model is loaded as ``transformers.pipeline("text-classification", truncation
 truncated at an explicit max length, so texts longer than the model accepts never crash. Speed comes from how the
 pipeline is fed: input is read in chunks (memory stays bounded on huge files), each chunk is sorted by token length
 and cut into batches of similar lengths (little padding), and the input order is restored before anything is returned.
-On the CPU, a backend (:mod:`hf_indosent.inference.export`: int8 PyTorch, or ONNX Runtime on an exported folder) can replace the
-model inside the pipeline; everything else here stays the same.
+On the CPU, a backend (:mod:`hf_indosent.inference.export`: int8 PyTorch, or ONNX Runtime on an exported folder) can
+replace the model inside the pipeline; everything else here stays the same.
 
 Bad input never shifts rows. Empty or whitespace-only texts, non-strings, undecodable lines, texts that are not valid
-Unicode (:func:`hf_indosent.inference.inputs.text_problem`) and any text the tokenizer still refuses get an output row with no
-label and an ``error`` that says why; row i of the output always belongs to row i of the input.
+Unicode (:func:`hf_indosent.inference.inputs.text_problem`) and any text the tokenizer still refuses get an output row
+with no label and an ``error`` that says why; row i of the output always belongs to row i of the input.
 
-Reading inputs and writing outputs lives in :mod:`hf_indosent.inference.inputs`; runs over several processes, or resumable ones,
-in :mod:`hf_indosent.inference.at_scale`, both with this module's :class:`Predictor`.
+Reading inputs and writing outputs lives in :mod:`hf_indosent.inference.inputs`; runs over several processes, or
+resumable ones, in :mod:`hf_indosent.inference.at_scale`, both with this module's :class:`Predictor`.
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ class Predictor(ChunkedPredictor):
     the batching differs. Within a chunk, texts are sorted by token length and cut into batches of at most
     ``batch_size`` texts and ``max_batch_tokens`` padded tokens: short texts share large batches, long ones small
     ones, and hardly any padding is computed. ``backend`` only changes the model inside the pipeline (see
-    :mod:`hf_indosent.inference.export`); ``auto`` runs an exported folder with ONNX Runtime and anything else with PyTorch.
+    :mod:`hf_indosent.inference.export`); ``auto`` runs an exported folder with ONNX Runtime and anything else with
+    PyTorch.
 
     Load once, call often (``predictor(texts)`` or ``predictor.stream(rows)``); :func:`predict` does both in one go.
     """

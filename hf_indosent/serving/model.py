@@ -1,4 +1,5 @@
-"""The model as the service calls it: the same :class:`~hf_indosent.inference.predictor.Predictor` as ``hf-indosent predict``.
+"""The model as the service calls it: the same :class:`~hf_indosent.inference.predictor.Predictor` as ``hf-indosent
+predict``.
 
 Inference is never re-implemented here: every backend, the length-sorted batching by ``max_batch_tokens``, the
 truncation and the scores are the Predictor's, so the service answers what ``predict`` writes. What the service adds:

@@ -2,8 +2,8 @@
 
 One page: a text tab (type or pick an SmSA-style example, see a bar per label with the model's own label names) and a
 file tab (one text per line, or a CSV/TSV column with a header; returns a CSV in input order), with the model's
-headline metrics beside them. Predictions go through :class:`hf_indosent.inference.predictor.Predictor`, the batched path of
-``hf-indosent predict``, so the page, the CLI and the Space give the same labels.
+headline metrics beside them. Predictions go through :class:`hf_indosent.inference.predictor.Predictor`, the batched
+path of ``hf-indosent predict``, so the page, the CLI and the Space give the same labels.
 
 Gradio is an optional extra (``pip install -e ".[demo]"``) and is imported only inside the functions that need it.
 Bad input (an empty text, a file over the limits, a compressed or binary file) ends as a message in the page, never as

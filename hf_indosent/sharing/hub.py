@@ -2,7 +2,8 @@
 
 One commit uploads what ``transformers.pipeline`` needs and nothing else: safetensors weights, ``config.json`` (with
 id2label/label2id), the tokenizer files and a generated model card (README.md). The model is first loaded as
-``predict`` loads it (:func:`~hf_indosent.modeling.loading.load_classifier`): weights that do not match the config (a missing
+``predict`` loads it (:func:`~hf_indosent.modeling.loading.load_classifier`): weights that do not match the config (a
+missing
 head, another model's tensors) are refused before anything leaves the machine. The card is built in memory, so the
 local model folder is only read, never written, whatever happens. The token comes from the usual huggingface_hub
 sources (argument, ``HF_TOKEN``, cached ``hf auth login``); it is never printed, logged or written to disk, and any

@@ -182,7 +182,8 @@ def stopped_message(folder: Path, stopped: dict[str, Any], args: AdaptArguments)
 def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
     """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds.
 
-    The output folder is locked from its check to the written model (:func:`~hf_indosent.training.run_folder.lock_run_dir`):
+    The output folder is locked from its check to the written model
+    (:func:`~hf_indosent.training.run_folder.lock_run_dir`):
     a second adaptation (or any other writer) into it is refused at once."""
     started = time.perf_counter()
     folder = Path(args.output_dir)

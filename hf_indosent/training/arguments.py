@@ -300,7 +300,8 @@ class AdaptArguments:
 
 
 def __getattr__(name: str) -> Any:
-    """``TrainingArguments``, the old name of :class:`FineTuneArguments` (it is not transformers' class), still works."""
+    """``TrainingArguments``, the old name of :class:`FineTuneArguments` (it is not transformers' class), still
+    works."""
     if name == "TrainingArguments":
         warnings.warn(
             "hf_indosent's TrainingArguments is now FineTuneArguments (the recipe keys are unchanged)",

@@ -69,7 +69,8 @@ def device_defaults(
     """The device's defaults, with every explicitly given argument taking precedence.
 
     ``packing_unavailable`` is why this model or launch cannot be packed (see
-    :func:`hf_indosent.training.packing.packing_unavailable`): auto then falls back to micro-batches, ``--packing true`` is
+    :func:`hf_indosent.training.packing.packing_unavailable`): auto then falls back to micro-batches, ``--packing
+    true`` is
     refused with the reason. ``resumed`` is the launch a resumed run recorded: its settings stand in for unset ones,
     so a run resumes as it was launched (also across a release that changed a default), never refused for it."""
     base = CPU_DEFAULTS if device.type == "cpu" else GPU_DEFAULTS

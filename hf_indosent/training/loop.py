@@ -206,7 +206,8 @@ def save_best(run: Run) -> None:
 def load_best_weights(run: Run) -> None:
     """Put the best model's weights back into the (wrapped) model, e.g. to score the test split.
 
-    Loaded through :func:`~hf_indosent.modeling.loading.load_classifier` (which restores tied weights and refuses weights
+    Loaded through :func:`~hf_indosent.modeling.loading.load_classifier` (which restores tied weights and refuses
+    weights
     that do not match best/'s config) and copied with ``strict=True``: a missing, unexpected or differently shaped
     tensor is an error, never a silently half-loaded model.
     """

@@ -1,7 +1,8 @@
 """Padding-free training steps for BERT classifiers: the whole shuffled batch as one row of real tokens.
 
 Why: on a CPU every padded position is computed like a real one, and the other cure, cutting each batch into
-length-sorted micro-batches (:class:`~hf_indosent.training.step.MicroBatchCollator`), runs many small matmuls that reach a
+length-sorted micro-batches (:class:`~hf_indosent.training.step.MicroBatchCollator`), runs many small matmuls that
+reach a
 fraction of the CPU's matmul peak. Packing concatenates the batch's texts into one sequence, so the embeddings and every
 linear layer (most of BERT's FLOPs at SmSA's lengths) run once, on exactly the real tokens, in large matmuls. Only the
 attention must stay within each text: it is computed per group of texts of similar length, each group padded to its

@@ -50,7 +50,8 @@ DEVICE_RESOLVED = frozenset({"micro_batches", "packing", "tf32"})
 
 
 class RunLock(FolderLock):
-    """The lock of a run folder (:class:`~hf_indosent.core.folder_lock.FolderLock`), by default held by a training run."""
+    """The lock of a run folder (:class:`~hf_indosent.core.folder_lock.FolderLock`), by default held by a training
+    run."""
 
     def __init__(self, run_dir: Path, main_process: bool | None = None, job: str = "training run") -> None:
         super().__init__(run_dir, job=job, main_process=main_process)

@@ -1,7 +1,7 @@
 """Setup of a training run: the Accelerator, the checks that come before an old run is replaced, data, model, loaders.
 
-:func:`setup` returns the :class:`Run` the loop in :mod:`hf_indosent.training.loop` works on, and the :class:`TrainState`
-to start from (fresh, or restored from a checkpoint).
+:func:`setup` returns the :class:`Run` the loop in :mod:`hf_indosent.training.loop` works on, and the
+:class:`TrainState` to start from (fresh, or restored from a checkpoint).
 """
 
 from __future__ import annotations
