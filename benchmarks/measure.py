@@ -24,8 +24,9 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import torch
+from machine import cpu_info, synchronize
 
-from hf_indosent.modeling.devices import cpu_info, synchronize, usable_cpu_cores
+from hf_indosent.modeling.devices import usable_cpu_cores
 
 TRAINING_FLOPS_MULTIPLIER = 3
 """Training FLOPs ≈ 3x forward: the backward pass costs about twice the forward (grads of inputs and weights)."""

@@ -40,13 +40,13 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from machine import synchronize
 from measure import PeakRSSSampler, Timer, encoder_training_flops
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from hf_indosent.modeling.devices import synchronize
 from hf_indosent.modeling.loading import load_model, load_tokenizer
 
 

@@ -23,7 +23,6 @@ from hf_indosent.inference.baseline import (
     TRUSTED_TYPES,
     BaselinePredictor,
     UnsafeModelFileError,
-    is_baseline_dir,
     run_baseline,
 )
 from hf_indosent.inference.inputs import BadInput
@@ -102,6 +101,12 @@ def test_predictor_keeps_row_order_with_bad_rows_in_place(run, validation):
         assert result["label"] == max(result["scores"], key=result["scores"].get)
     assert predictor.max_length is None
     assert predictor(good[0]) == predictor([good[0]])
+
+
+def is_baseline_dir(path) -> bool:
+    from hf_indosent.modeling.folders import baseline_folder
+
+    return baseline_folder(path) is not None
 
 
 def test_is_baseline_dir(run, tiny_smsa_dir, tmp_path):

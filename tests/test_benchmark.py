@@ -15,7 +15,6 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from hf_indosent.data.parsing import LABEL_NAMES
-from hf_indosent.modeling.devices import cpu_info
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TRAINING_PEERS = ("tutorial", "trainer", "trainer_grouped")
@@ -146,7 +145,7 @@ def test_too_low_a_peak_makes_every_mfu_invalid_not_a_result(benchmark, report):
 
 
 def test_table_header_names_the_machine(benchmark, report):
-    cpu = cpu_info()
+    cpu = importlib.import_module("machine").cpu_info()  # benchmarks/ is on sys.path (the benchmark fixture)
     assert report["system"]["cpu"]["model"] == cpu.model
     assert report["system"]["cpu"]["flags"]["amx"] == cpu.amx
     header = report["table"].split("\n\n| figure")[0]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from hf_indosent.modeling.devices import cpu_info, synchronize, usable_cpu_cores
+from hf_indosent.modeling.devices import usable_cpu_cores
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -121,7 +121,8 @@ def test_table_ratios_are_ours_over_each_peer(measure):
     assert table[4] == "| utilisation | % | 20.0% | 30.0% | invalid (peak measured too low) | n/a | n/a |"
 
 
-def test_cpu_info_reads_model_and_vnni_amx_flags(tmp_path):
+def test_cpu_info_reads_model_and_vnni_amx_flags(measure, tmp_path):
+    cpu_info = measure.cpu_info  # benchmarks/machine.py, through measure, its user
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(
         "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 avx512_vnni amx_tile\n"
@@ -141,7 +142,8 @@ def test_usable_cores_follow_the_affinity_mask_not_the_machine(monkeypatch):
     assert usable_cpu_cores() == 1
 
 
-def test_synchronize_waits_on_cuda_only(fake_cuda):
+def test_synchronize_waits_on_cuda_only(measure, fake_cuda):
+    synchronize = measure.synchronize  # benchmarks/machine.py, through measure, its user
     synchronize("cpu")
     assert fake_cuda == []
     synchronize("cuda")

@@ -219,11 +219,6 @@ def load_model(path: Path, num_labels: int) -> Pipeline:
     return pipeline
 
 
-def is_baseline_dir(path: str | Path) -> bool:
-    """Whether ``path`` is a baseline run folder or its best/ (it holds baseline.json), not a transformers model."""
-    return baseline_folder(path) is not None
-
-
 def read_info(folder: Path) -> dict[str, Any]:
     path = folder / BASELINE_FILE
     try:
