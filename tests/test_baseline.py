@@ -181,7 +181,7 @@ def test_every_setting_saves_a_model_that_loads_and_predicts_as_fitted(
 
 
 def test_no_pickle_anywhere_in_the_baseline():
-    source = (ROOT / "hf_indosent" / "baseline.py").read_text()
+    source = (ROOT / "hf_indosent" / "inference" / "baseline.py").read_text()
     assert not re.search(r"\b(c?pickle|joblib|dill|cloudpickle)\.loads?\b|^\s*import (c?pickle|joblib)", source, re.M)
     assert re.search(r"sio\.load\(path, trusted=list\(TRUSTED_TYPES\)\)", source)
 
