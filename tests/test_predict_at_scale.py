@@ -21,6 +21,7 @@ from conftest import interrupt_after_pieces, make_rows
 
 from hf_indosent import cli, predict, predict_dataset
 from hf_indosent.inference import inputs as textio
+from hf_indosent.inference import outputs
 from hf_indosent.inference.at_scale import WORK_SUFFIX
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -331,7 +332,7 @@ def interrupt(kind: str) -> None:
 def test_interrupted_output_keeps_the_previous_file(kind, code, tiny_classifier_dir, tmp_path, monkeypatch):
     output = tmp_path / "out.csv"
     output.write_bytes(b"index,label\n0,previous\n")
-    original, written = textio.ResultWriter.write, []
+    original, written = outputs.ResultWriter.write, []
 
     def write(self, *args):
         written.append(1)
@@ -339,7 +340,7 @@ def test_interrupted_output_keeps_the_previous_file(kind, code, tiny_classifier_
             interrupt(kind)
         original(self, *args)
 
-    monkeypatch.setattr(textio.ResultWriter, "write", write)
+    monkeypatch.setattr(outputs.ResultWriter, "write", write)
     argv = ["predict", "--model", str(tiny_classifier_dir), "--texts", *TEXTS[:10], "--output", str(output)]
     assert cli.main(argv) == code
     assert output.read_bytes() == b"index,label\n0,previous\n"

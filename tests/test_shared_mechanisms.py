@@ -52,11 +52,10 @@ def hangups_reach_children():
 def no_terminal_to_leave(monkeypatch) -> list[int]:
     """In-process SIGHUP tests: record instead of pointing this pytest's own stdout/stderr at /dev/null."""
     from hf_indosent.core import stopping
-    from hf_indosent.training import checkpoints as checkpointing
     from hf_indosent.training import seeds
 
     calls: list[int] = []
-    for module in (checkpointing, seeds, stopping):
+    for module in (seeds, stopping):
         monkeypatch.setattr(module, "leave_closed_terminal", lambda: calls.append(1))
     return calls
 
