@@ -112,7 +112,7 @@ def servers(
     model: str, backend: str, threads: int, limit: int, work: Path, extra: list[str] | None = None
 ) -> dict[str, Server]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "PEER_MODEL": model}
-    ours = [sys.executable, "-m", "hf_indosent.serving", "--model", model, "--backend", backend, "--port", "{port}"]
+    ours = [sys.executable, "-m", "hf_indosent", "serve", "--model", model, "--backend", backend, "--port", "{port}"]
     ours += ["--max_concurrent_requests", str(limit), "--access_log", "false", *(extra or [])]
     peer = [sys.executable, "-m", "uvicorn", "serve_peer:app", "--app-dir", str(ROOT / "benchmarks")]
     peer += ["--host", "127.0.0.1", "--port", "{port}", "--no-access-log", "--log-level", "warning"]
