@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -34,7 +33,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from hf_indosent.core.files import replace_dir
+from hf_indosent.core.files import replace_dir, write_json
 from hf_indosent.core.folder_lock import FolderLock, holds_files
 from hf_indosent.core.shell import command
 from hf_indosent.inference.arguments import DEFAULT_OPSET, ExportArguments
@@ -206,7 +205,7 @@ def _write_export(source: Path, target: Path, label_names: list[str], *, int8: b
             },
             "files": sorted([path.name for path in temp.iterdir()] + [MANIFEST_FILE]),
         }
-        (temp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json(temp / MANIFEST_FILE, manifest)
         replace_dir(temp, target)  # a former export stays until the new one is in place
     finally:
         shutil.rmtree(temp, ignore_errors=True)

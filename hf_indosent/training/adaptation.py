@@ -12,7 +12,6 @@ masks, so epochs compare) is measured before and after every epoch and written t
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -34,7 +33,7 @@ from transformers import (
 )
 
 from hf_indosent.core.arguments import ArgumentError
-from hf_indosent.core.files import check_output_folder, make_readable, staged_dir
+from hf_indosent.core.files import check_output_folder, make_readable, staged_dir, write_json
 from hf_indosent.core.folder_lock import holds_files
 from hf_indosent.core.shell import command, rerun_command
 from hf_indosent.core.stopping import Interrupted, StopRequests
@@ -143,7 +142,7 @@ def save_adapted(
         with staged_dir(folder) as staging:
             unwrapped.save_pretrained(staging, state_dict=state)
             tokenizer.save_pretrained(staging)
-            (staging / ADAPT_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            write_json(staging / ADAPT_FILE, record)
             make_readable(staging)
     accelerator.wait_for_everyone()
 

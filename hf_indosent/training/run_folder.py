@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from hf_indosent.core.arguments import ArgumentError
-from hf_indosent.core.files import write_atomic
+from hf_indosent.core.files import write_json
 from hf_indosent.core.folder_lock import LOCK_FILE as LOCK_FILE  # re-exported: a run folder's lock file
 from hf_indosent.core.folder_lock import FolderLock, FolderLockedError
 from hf_indosent.core.shell import resume_command
@@ -187,7 +187,7 @@ def write_arguments(run_dir: Path, record: dict[str, Any], resumed_from: Path | 
         resumes = json.loads(path.read_text(encoding="utf-8")).get("resumes", [])
     if resumed_from is not None:
         resumes.append({"checkpoint": resumed_from.name, "changed": changed})
-    write_atomic(path, json.dumps({**record, "resumes": resumes}, indent=2) + "\n")
+    write_json(path, {**record, "resumes": resumes})
 
 
 def stopped_message(state: TrainState, path: Path) -> str:
