@@ -7,7 +7,7 @@ import csv
 import io
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,11 +149,13 @@ class SplitSource:
         return "," if Path(self.path).suffix.lower() == ".csv" else "\t"
 
 
-def _label_fix(value: str, label_names: Sequence[str]) -> str:
+def _label_fix(value: str, label_names: Sequence[str], renamable: bool = True) -> str:
     expected = ", ".join(repr(name) for name in label_names)
     near = closest(value.strip(), label_names)
     if near is not None:
         return f"Labels are matched exactly (case and spaces count): did you mean {near!r}? Expected one of {expected}"
+    if not renamable:
+        return f"Expected one of {expected} (this file's labels are fixed by its task)"
     return f"Expected one of {expected}; if your data uses other label names, pass label_names=[...]"
 
 
@@ -197,35 +199,61 @@ def _csv_rows(path: str, text: str) -> Iterator[tuple[int, list[str]]]:
 
 def read_examples(source: SplitSource, label_names: Sequence[str] = LABEL_NAMES) -> Iterator[tuple[int, str, int]]:
     """Yield ``(line_number, text, label_id)`` for every row of ``source``; raise on the first bad row."""
+    for number, text, labels in read_rows(source, {source.label_column: label_names}):
+        yield number, text, labels[source.label_column]
+
+
+def read_rows(
+    source: SplitSource,
+    labels: Mapping[str, Sequence[str]],
+    *,
+    exact_columns: Sequence[str] | None = None,
+) -> Iterator[tuple[int, str, dict[str, int]]]:
+    """Yield ``(line_number, text, {label column: label id})`` for every row of ``source``; raise on the first bad row.
+
+    ``labels`` maps each label column to its label names in id order; a headerless file holds the text, then these
+    columns in this order. Rows of an unlabelled source get :data:`NO_LABEL` in every label column. With
+    ``exact_columns`` (a task's own file, e.g. IndoNLU's CSV), the header must name exactly these columns (in any
+    order; values are read by name) and label names cannot be renamed; without it, a header needs the text and label
+    columns and may hold others, which are ignored."""
     path = source.path
     check_input_file(path)
     with open(path, "rb") as handle:
         text = _decode(path, handle.read())
     if not text.strip():
-        raise DataFormatError(path, None, "file is empty", "Expected one example per line: text<TAB>label")
+        layout = "text<TAB>label" if exact_columns is None else f"the header {','.join(exact_columns)}, then rows"
+        raise DataFormatError(path, None, "file is empty", f"Expected one example per line: {layout}")
 
-    label_to_id = {name: index for index, name in enumerate(label_names)}
+    columns = list(labels)
+    to_id = {column: {name: index for index, name in enumerate(names)} for column, names in labels.items()}
     rows = _csv_rows(path, text) if source.delimiter == "," else _tsv_rows(path, text)
-    text_index, label_index, width, labelled = 0, 1, 2, source.labelled
+    text_index, label_index, width = 0, {column: 1 + index for index, column in enumerate(columns)}, 1 + len(columns)
+    labelled = source.labelled
     if source.header:
         _, header = next(rows)
         if len(set(header)) != len(header):
             raise DataFormatError(path, 1, f"duplicate column names in header {header}", "Rename the columns")
+        if exact_columns is not None and set(header) != set(exact_columns):
+            raise DataFormatError(path, 1, *_header_mismatch(header, exact_columns))
         if source.text_column not in header:
             raise DataFormatError(
                 path, 1, f"header {header} has no text column {source.text_column!r}", "Set text_column"
             )
         text_index = header.index(source.text_column)
-        if source.label_column in header:
-            label_index = header.index(source.label_column)
+        missing = [column for column in columns if column not in header]
+        if not missing:
+            label_index = {column: header.index(column) for column in columns}
             labelled = labelled is not False
-        elif labelled:
-            raise DataFormatError(
-                path, 1, f"header {header} has no label column {source.label_column!r}", "Set label_column"
-            )
+        elif labelled or len(missing) < len(columns):
+            raise DataFormatError(path, 1, f"header {header} has no label column {missing[0]!r}", "Set label_column")
         width = len(header)
 
-    layout = "the header's columns" if source.header else "text<TAB>label"
+    if source.header:
+        layout = "the header's columns"
+    else:
+        layout = "<TAB>".join(["text", *(["label"] if len(columns) == 1 else columns)])
+    separator = "a tab" if source.delimiter == "\t" else "a comma"
+    unlabelled = dict.fromkeys(columns, NO_LABEL)
     count = 0
     for number, fields in rows:
         count += 1
@@ -235,7 +263,7 @@ def read_examples(source: SplitSource, label_names: Sequence[str] = LABEL_NAMES)
             elif len(fields) > width:
                 fix = "Quote a text that contains commas"
             else:
-                fix = "Every row needs all its columns: add the missing value (e.g. the label after a tab)"
+                fix = f"Every row needs all its columns: add the missing value (e.g. the label after {separator})"
             raise DataFormatError(
                 path, number, f"expected {width} columns ({layout}), found {len(fields)}: {fields[:4]!r}", fix
             )
@@ -245,12 +273,31 @@ def read_examples(source: SplitSource, label_names: Sequence[str] = LABEL_NAMES)
                 path, number, f"empty text {value!r}", "Every row needs a non-empty text; remove or fill it"
             )
         if not labelled:
-            yield number, value, NO_LABEL
+            yield number, value, dict(unlabelled)
             continue
-        label = fields[label_index]
-        if label not in label_to_id:
-            hint = " (this looks like a header row; SmSA files have none)" if number == 1 else ""
-            raise DataFormatError(path, number, f"unknown label {label!r}{hint}", _label_fix(label, label_names))
-        yield number, value, label_to_id[label]
+        ids = {}
+        for column in columns:
+            label = fields[label_index[column]]
+            if label not in to_id[column]:
+                where = f" in column {column!r}" if len(columns) > 1 else ""
+                hint = " (this looks like a header row; SmSA files have none)" if number == 1 else ""
+                fix = _label_fix(label, labels[column], renamable=exact_columns is None)
+                raise DataFormatError(path, number, f"unknown label {label!r}{where}{hint}", fix)
+            ids[column] = to_id[column][label]
+        yield number, value, ids
     if count == 0:  # a header and nothing else: `datasets` would only say the split "corresponds to no data"
         raise DataFormatError(path, None, "has a header row but no examples", "Add at least one row below the header")
+
+
+def _header_mismatch(header: Sequence[str], expected: Sequence[str]) -> tuple[str, str]:
+    """``(problem, fix)`` for a header that does not name exactly ``expected``."""
+    missing = [column for column in expected if column not in header]
+    extra = [column for column in header if column not in expected]
+    details = "; ".join(
+        part for part in (f"missing {missing}" if missing else "", f"unexpected {extra}" if extra else "") if part
+    )
+    return (
+        f"header {list(header)} does not match the expected columns ({details})",
+        f"The first row must be the header {','.join(expected)} (the upstream file's); rename or remove the other "
+        "columns",
+    )

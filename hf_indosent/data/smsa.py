@@ -11,11 +11,14 @@ Parsing is strict on purpose: a row is never dropped, merged or reinterpreted. A
 :class:`DataFormatError` naming the file, the line, the offending value and what was expected.
 Tolerated deliberately: a UTF-8 byte-order mark at the start of a file, Windows (CRLF) line endings and one final
 newline. Text is otherwise kept byte for byte (quotes, "null", "NA", surrounding spaces included).
+
+SmSA's pins live with its siblings' in :mod:`hf_indosent.data.tasks`; checksums, errors, the cache key and
+:func:`require_labels` are shared with EmoT, CASA and HoASA in :mod:`hf_indosent.data.builders` and stay importable
+from here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,73 +27,43 @@ from pathlib import Path
 
 import datasets
 
+from hf_indosent.data.builders import (
+    ChecksumError,
+    DownloadError,
+    MissingLabelsError,
+    build,
+    download_verified,
+    fingerprint,
+    require_labels,
+    sha256_of,
+    sources_from_dir,
+    verify_sha256,
+)
 from hf_indosent.data.parsing import LABEL_NAMES, NO_LABEL, DataFormatError, SplitSource, read_examples
+from hf_indosent.data.tasks import SMSA, SPLITS, UPSTREAM_COMMIT
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "LABEL_NAMES",
+    "NO_LABEL",
+    "ChecksumError",
+    "DataFormatError",
+    "DownloadError",
+    "MissingLabelsError",
+    "Smsa",
+    "SmsaConfig",
+    "load_smsa",
+    "require_labels",
+    "sha256_of",
+    "verify_sha256",
+]
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-
-UPSTREAM_COMMIT = "ce728f6926a36174b9923dfe49d6a6839b6e9bb7"
-UPSTREAM_URL = "https://raw.githubusercontent.com/IndoNLP/indonlu/{commit}/dataset/smsa_doc-sentiment-prosa/{filename}"
-UPSTREAM_FILES: dict[str, str] = {
-    "train": "train_preprocess.tsv",
-    "validation": "valid_preprocess.tsv",
-    "test": "test_preprocess.tsv",
-}
-MASKED_TEST_FILE = "test_preprocess_masked_label.tsv"
-SHA256: dict[str, str] = {
-    "train_preprocess.tsv": "50f38ceed9b31521bf1581e126620532cc9b790712938159a2cdcf6906977a9b",
-    "valid_preprocess.tsv": "6ab41ddc9d58a35086f05ebd2e209c74cb03d87d4f51d6abdfba674eafbefa74",
-    "test_preprocess.tsv": "4e8016daa8e4e1b193f2a28a79d3a7804dd4e3f926a3ab7e8a64264f5f416a6f",
-    MASKED_TEST_FILE: "ecc239ad7a069774954843da50eba266398bab70d0370f74684bf1c107b64e70",
-}
-
-# Bump when parsing changes, so cached Arrow files built by an older parser are not reused.
-_PARSER_VERSION = "1"
-
-
-class ChecksumError(RuntimeError):
-    """A downloaded file whose sha256 differs from the pinned value."""
-
-
-class DownloadError(RuntimeError):
-    """The pinned upstream files could not be downloaded (no network, offline mode, server error)."""
-
-
-class MissingLabelsError(ValueError):
-    """A split without labels (e.g. the masked SmSA test set) was used where labels are required."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Checksums
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_sha256(path: str | os.PathLike, expected: str, source: str | None = None) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` hashes to ``expected``."""
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"sha256 mismatch for {source or path}: expected {expected}, got {actual} (file: {path}). "
-            "The upstream file changed or the download is corrupt; delete the cached download and retry, "
-            "or pass data_dir= with a verified local copy."
-        )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Input files: what cannot be read at all is refused as a whole, before any row is
-
-
-# --------------------------------------------------------------------------------------------------------------
-# File parsing
+UPSTREAM_URL = f"https://raw.githubusercontent.com/IndoNLP/indonlu/{{commit}}/dataset/{SMSA.folder}/{{filename}}"
+UPSTREAM_FILES: dict[str, str] = dict(SMSA.files)
+MASKED_TEST_FILE = SMSA.masked_test_file
+SHA256: dict[str, str] = dict(SMSA.sha256)
+"""The pins live in :data:`hf_indosent.data.tasks.SMSA`; the builder reads this module's copy (tests replace it)."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -128,18 +101,9 @@ class Smsa(datasets.GeneratorBasedBuilder):
                 split: UPSTREAM_URL.format(commit=UPSTREAM_COMMIT, filename=name)
                 for split, name in UPSTREAM_FILES.items()
             }
-            try:
-                paths = dl_manager.download(urls)
-            except (OSError, ConnectionError) as err:  # offline mode, DNS, refused, HTTP 404: all say "no files"
-                folder = UPSTREAM_URL.format(commit=UPSTREAM_COMMIT, filename="")
-                raise DownloadError(
-                    f"cannot download the SmSA files from {folder} ({type(err).__name__}); no network? Pass "
-                    f"--data_dir (data_dir=) with a folder holding {', '.join(UPSTREAM_FILES.values())} "
-                    "(e.g. ../shared/smsa), downloaded from that address"
-                ) from None
-            for split, name in UPSTREAM_FILES.items():
-                verify_sha256(paths[split], SHA256[name], source=urls[split])
-            sources = {split: SplitSource(path=str(paths[split])) for split in UPSTREAM_FILES}
+            pins = {split: SHA256[name] for split, name in UPSTREAM_FILES.items()}
+            paths = download_verified(dl_manager, urls, pins, title="SmSA", local_copy="../shared/smsa")
+            sources = {split: SplitSource(path=paths[split]) for split in UPSTREAM_FILES}
         return [
             datasets.SplitGenerator(name=datasets.NamedSplit(split), gen_kwargs={"source": source})
             for split, source in sources.items()
@@ -155,24 +119,7 @@ class Smsa(datasets.GeneratorBasedBuilder):
 
 
 def _sources_from_dir(data_dir: str | os.PathLike) -> dict[str, SplitSource]:
-    folder = Path(data_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"data_dir {str(folder)!r} is not a directory. Point it at a folder with the IndoNLU SmSA files "
-            f"({', '.join(UPSTREAM_FILES.values())}), e.g. ../shared/smsa, or omit it to download from upstream."
-        )
-    sources: dict[str, SplitSource] = {}
-    for split in ("train", "validation"):
-        path = folder / UPSTREAM_FILES[split]
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: data_dir must contain {UPSTREAM_FILES[split]}")
-        sources[split] = SplitSource(path=str(path))
-    if (folder / UPSTREAM_FILES["test"]).is_file():
-        sources["test"] = SplitSource(path=str(folder / UPSTREAM_FILES["test"]))
-    elif (folder / MASKED_TEST_FILE).is_file():
-        # The masked file says "neutral" on every row as a placeholder: never treat that as a label.
-        sources["test"] = SplitSource(path=str(folder / MASKED_TEST_FILE), labelled=False)
-    return sources
+    return sources_from_dir(SMSA, data_dir, lambda path, labelled: SplitSource(path=path, labelled=labelled))
 
 
 def _sources_from_files(
@@ -193,19 +140,6 @@ def _sources_from_files(
             label_column=label_column,
         )
     return sources
-
-
-def _fingerprint(sources: Mapping[str, SplitSource] | None, label_names: Sequence[str]) -> str:
-    """Cache key that changes whenever a file's bytes, its reading options or the labels change."""
-    digest = hashlib.sha256(f"parser={_PARSER_VERSION};labels={list(label_names)}".encode())
-    if sources is None:
-        digest.update(f"upstream={UPSTREAM_COMMIT}".encode())
-    else:
-        for split in sorted(sources):
-            source = sources[split]
-            content = sha256_of(source.path) if os.path.isfile(source.path) else "missing"
-            digest.update(f"{split}={source!r};{content}".encode())
-    return digest.hexdigest()[:16]
 
 
 def load_smsa(
@@ -247,25 +181,8 @@ def load_smsa(
         cache_dir=str(cache_dir) if cache_dir is not None else None,
         dataset_name="smsa",
         config_id="default",
-        hash=_fingerprint(sources, names),
+        hash=fingerprint(f"labels={list(names)}", sources, UPSTREAM_COMMIT),
         sources=sources,
         label_names=names,
     )
-    try:
-        builder.download_and_prepare()
-    except datasets.exceptions.DatasetGenerationError as err:
-        if isinstance(err.__cause__, (DataFormatError, DownloadError)):
-            raise err.__cause__ from None  # the user needs our file/line message, not the wrapper
-        raise
-    return builder.as_dataset()
-
-
-def require_labels(dataset: datasets.Dataset, split: str) -> None:
-    """Refuse a split whose labels are unknown (-1), e.g. the masked SmSA test set."""
-    labels = dataset["label"]
-    if any(label == NO_LABEL for label in labels):
-        raise MissingLabelsError(
-            f"The {split!r} split has no labels (label -1: the SmSA test file is masked, its 'neutral' is a "
-            "placeholder). Metrics need labels: use `hf-indosent predict --submission` to score it on the IndoNLU "
-            "leaderboard, or point data_dir at a folder with the labelled test_preprocess.tsv."
-        )
+    return build(builder)
