@@ -292,7 +292,7 @@ def test_evaluation_scores_in_fp32_under_mixed_precision(tiny_model_dir):
     from accelerate import Accelerator
     from transformers import AutoModelForSequenceClassification
 
-    from hf_indosent.training.loop import full_precision_forward
+    from hf_indosent.training.evaluation import full_precision_forward
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3).eval()
     batch = {"input_ids": torch.randint(5, 100, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long)}

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import (
     AutoModel,
     AutoModelForMaskedLM,
@@ -52,6 +51,7 @@ from hf_indosent.training.device_defaults import resolve_mixed_precision
 from hf_indosent.training.run_folder import lock_run_dir
 from hf_indosent.training.sampling import EpochBatchSampler
 from hf_indosent.training.setup import check_max_seq_len
+from hf_indosent.training.skeleton import any_process, progress_bar, train_steps
 from hf_indosent.training.vocabulary import extend_vocabulary
 
 logger = logging.getLogger(__name__)
@@ -147,16 +147,6 @@ def save_adapted(
     accelerator.wait_for_everyone()
 
 
-def stop_requested(accelerator: Accelerator, stops: StopRequests) -> bool:
-    """A stop signal (SIGINT, SIGTERM, SIGHUP) on any process (the flag is combined, so every process stops after the
-    same step)."""
-    stop = stops.signum is not None
-    if accelerator.num_processes == 1:
-        return stop
-    flag = torch.tensor([float(stop)], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-
-
 def epochs_left(stopped: dict[str, Any], num_train_epochs: int) -> int:
     """Epochs still to run after a stop; the epoch it stopped in counts as not run unless its last step was done."""
     return num_train_epochs - stopped["epoch"] + (stopped["step"] < stopped["steps_in_epoch"])
@@ -178,15 +168,64 @@ def stopped_message(folder: Path, stopped: dict[str, Any], args: AdaptArguments)
     )
 
 
-def adapt(data_args: DataArguments, args: AdaptArguments) -> dict[str, Any]:
+def adapt_epoch(
+    accelerator: Accelerator,
+    training: tuple[torch.nn.Module, torch.optim.Optimizer, Any],
+    loader: DataLoader,
+    args: AdaptArguments,
+    epoch: int,
+    stops: StopRequests,
+    progress: Any,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One epoch of masked-LM steps through the shared skeleton (:func:`~hf_indosent.training.skeleton.train_steps`,
+    the scheduler stepped per step); returns the epoch's record and where a stop signal stopped it (or None)."""
+    loss_module, optimizer, scheduler = training
+    running = torch.zeros(2, device=accelerator.device)
+    steps = 0
+    stopped: dict[str, Any] | None = None
+
+    def step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        loss = loss_module(**batch)
+        accelerator.backward(loss)
+        return loss.detach().float()
+
+    def after_step(batch: dict[str, torch.Tensor], loss: torch.Tensor) -> bool:
+        nonlocal running, steps, stopped
+        steps += 1
+        running += torch.stack([loss, torch.ones((), device=accelerator.device)])
+        progress.update(1)
+        progress.set_description(f"(Epoch {epoch}/{args.num_train_epochs}) MLM LOSS:{loss.item():.4f}")
+        (stop,) = any_process(accelerator, stops.signum is not None)
+        if stop:
+            stopped = {"signal": signal.Signals(stops.signum or signal.SIGINT).name, "epoch": epoch}
+            stopped |= {"step": steps, "steps_in_epoch": len(loader)}
+        return stop
+
+    train_steps(
+        accelerator,
+        loss_module,
+        optimizer,
+        loader,
+        forward_backward=step,
+        after_step=after_step,
+        max_grad_norm=args.max_grad_norm,
+        scheduler=scheduler,
+    )
+    running = accelerator.reduce(running, reduction="sum")
+    return {"epoch": epoch, "train_mlm_loss": (running[0] / running[1]).item()}, stopped
+
+
+def adapt(data_args: DataArguments, args: AdaptArguments, *, in_place: bool = False) -> dict[str, Any]:
     """Masked-LM training on the training split's texts; returns what ``adapt.json`` holds.
 
     The output folder is locked from its check to the written model
     (:func:`~hf_indosent.training.run_folder.lock_run_dir`):
-    a second adaptation (or any other writer) into it is refused at once."""
+    a second adaptation (or any other writer) into it is refused at once. ``in_place``: the model to adapt further is
+    the output folder's own (a two-stage recipe continuing a stopped adaptation,
+    :mod:`hf_indosent.training.stages`); it is read whole before the new one replaces the folder in one rename."""
     started = time.perf_counter()
     folder = Path(args.output_dir)
-    inputs = {"--model_name_or_path": args.model_name_or_path, **data_args.input_paths}
+    inputs = {"--model_name_or_path": None if in_place else args.model_name_or_path, **data_args.input_paths}
     check_output_folder(folder, "--output_dir", inputs)
     resolve_model_source(args.model_name_or_path, "--model_name_or_path")
     check_max_seq_len(ModelArguments(model_name_or_path=args.model_name_or_path), data_args)
@@ -232,38 +271,20 @@ def adapt_locked(
 
     epochs = [{"epoch": 0, "validation_mlm_loss": held_out_loss(accelerator, loss_module, eval_batches)}]
     accelerator.print(f"validation masked-LM loss before adapting: {epochs[0]['validation_mlm_loss']:.4f}")
-    progress = tqdm(total=total_steps, unit="step", disable=not accelerator.is_local_main_process)
+    progress = progress_bar(accelerator, total_steps)
     loss_module.train()
     stopped: dict[str, Any] | None = None
     with StopRequests() as stops:
         for epoch in range(1, args.num_train_epochs + 1):
             sampler.epoch = epoch - 1
-            running = torch.zeros(2, device=accelerator.device)
-            for step, batch in enumerate(train_loader, start=1):
-                loss = loss_module(**batch)
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(loss_module.parameters(), args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                running += torch.stack([loss.detach().float(), torch.ones((), device=accelerator.device)])
-                progress.update(1)
-                progress.set_description(f"(Epoch {epoch}/{args.num_train_epochs}) MLM LOSS:{loss.item():.4f}")
-                if stop_requested(accelerator, stops):
-                    stopped = {"signal": signal.Signals(stops.signum or signal.SIGINT).name, "epoch": epoch}
-                    stopped |= {"step": step, "steps_in_epoch": len(train_loader)}
-                    break
-            running = accelerator.reduce(running, reduction="sum")
-            epochs.append(
-                {
-                    "epoch": epoch,
-                    "train_mlm_loss": (running[0] / running[1]).item(),
-                    "validation_mlm_loss": held_out_loss(accelerator, loss_module, eval_batches),
-                }
+            record, stopped = adapt_epoch(
+                accelerator, (loss_module, optimizer, scheduler), train_loader, args, epoch, stops, progress
             )
+            record["validation_mlm_loss"] = held_out_loss(accelerator, loss_module, eval_batches)
+            epochs.append(record)
             accelerator.print(
                 f"epoch {epoch}{' (stopped part-way)' if stopped else ''}: train masked-LM loss "
-                f"{epochs[-1]['train_mlm_loss']:.4f}, validation {epochs[-1]['validation_mlm_loss']:.4f}"
+                f"{record['train_mlm_loss']:.4f}, validation {record['validation_mlm_loss']:.4f}"
             )
             if stopped:
                 break

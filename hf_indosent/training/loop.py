@@ -16,15 +16,10 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from accelerate import Accelerator
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
@@ -41,9 +36,12 @@ from hf_indosent.training.arguments import FineTuneArguments, ModelArguments
 from hf_indosent.training.calibration import CONFIG_KEY, apply_temperature, calibration_report
 from hf_indosent.training.checkpoints import CheckpointClock, TrainState, save_checkpoint
 from hf_indosent.training.device_defaults import warn_if_few_cpu_threads
+from hf_indosent.training.evaluation import evaluate
 from hf_indosent.training.reporting import final_summary, plot_training_curves, write_log
 from hf_indosent.training.run_folder import lock_run_dir, stopped_message
 from hf_indosent.training.setup import Run, make_accelerator, setup
+from hf_indosent.training.skeleton import any_process, progress_bar, train_steps
+from hf_indosent.training.stages import adapt_first
 from hf_indosent.training.step import EpochTally, computed_masks, current_lr, forward_backward
 
 logger = logging.getLogger(__name__)
@@ -65,15 +63,12 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     progress = run.progress or tqdm(disable=True)
     epochs = f"{state.epoch + 1}/{args.num_train_epochs}"
     progress.set_description(f"(Epoch {epochs})")
-    for batch in loader:
-        with accelerator.accumulate(model):
-            loss, logits = forward_backward(
-                accelerator, model, batch, run.class_weights, args.label_smoothing, args.focal_gamma
-            )
-            if accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad()
+
+    def step(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_backward(accelerator, model, batch, run.class_weights, args.label_smoothing, args.focal_gamma)
+
+    def after_step(batch: dict[str, Any], result: tuple[torch.Tensor, torch.Tensor]) -> bool:
+        loss, logits = result
         step_loss = accelerator.gather(loss.reshape(1)).mean()
         preds, refs = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
         tally.add(step_loss, preds, refs, computed_masks(batch))
@@ -81,7 +76,7 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
         state.train_samples += len(refs)
         progress.update(1)
         if not accelerator.sync_gradients:
-            continue
+            return False
         state.global_step += 1
         tally.step += 1
         if state.global_step % args.logging_steps == 0:
@@ -96,6 +91,17 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
             tally.started = time.perf_counter()  # saving is not training time
             if stop:
                 raise Interrupted(run.stops.signum or signal.SIGINT, stopped_message(state, path))
+        return False
+
+    train_steps(
+        accelerator,
+        model,
+        optimizer,
+        loader,
+        forward_backward=step,
+        after_step=after_step,
+        max_grad_norm=args.max_grad_norm,
+    )
     tally.fold_into(state, accelerator)
     sums = state.epoch_sums
     return {
@@ -108,49 +114,7 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@dataclass
-class Scored:
-    """What one pass over an evaluation split gives: metrics, and the gathered predictions, references and logits."""
-
-    metrics: dict[str, float]
-    predictions: list[int]
-    references: list[int]
-    logits: torch.Tensor
-
-
-def full_precision_forward(accelerator: Accelerator, model: torch.nn.Module) -> Callable[..., Any]:
-    """The model's forward without the mixed-precision autocast accelerate wraps it in.
-
-    Weights stay fp32 under mixed precision and best/ is saved, loaded and predicted with in fp32: scoring in fp32
-    makes the metrics that pick best/ (and metrics.json) the ones its predictions give, to the last label."""
-    inner = accelerator.unwrap_model(model)
-    return inner.__dict__.get("_original_forward", inner)
-
-
-@torch.no_grad()
-def evaluate(run: Run, loader: DataLoader, desc: str = "Evaluating") -> Scored:
-    """Loss and the four macro metrics over every example of ``loader`` exactly once, on all processes."""
-    accelerator, model = run.accelerator, run.model
-    model.eval()
-    forward = full_precision_forward(accelerator, model)
-    all_logits, references, losses = [], [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
-        labels = batch.pop("labels")
-        logits = forward(**batch).logits.float()
-        loss = F.cross_entropy(logits, labels, reduction="none")
-        logits, refs, loss = accelerator.gather_for_metrics((logits, labels, loss))
-        all_logits.append(logits)
-        references.append(refs)
-        losses.append(loss)
-    logits = torch.cat(all_logits)
-    preds, refs = logits.argmax(-1).tolist(), torch.cat(references).tolist()
-    metrics = compute_metrics(preds, refs, run.metric)
-    metrics["loss"] = torch.cat(losses).mean().item()
-    metrics["num_examples"] = len(refs)
-    return Scored(metrics, preds, refs, logits.cpu())
+# Calibration
 
 
 def earlier_calibration(run_dir: Path) -> dict[str, Any] | None:
@@ -311,6 +275,7 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
 def train(model_args: ModelArguments, data_args: DataArguments, args: FineTuneArguments) -> dict[str, Any]:
     """Run (or resume) a training run; returns what metrics.json holds."""
     started = time.perf_counter()
+    args = adapt_first(model_args, args)  # stage 1 of a two-stage recipe (adapt_config), else nothing
     accelerator = make_accelerator(args)
     warn_if_few_cpu_threads(accelerator)
     lock = lock_run_dir(Path(args.output_dir), accelerator)  # a second run into this folder stops here, at once
@@ -318,11 +283,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: FineTuneAr
         run, state = setup(accelerator, model_args, data_args, args)
         with (
             StopRequests() as run.stops,
-            tqdm(
-                total=len(run.train_loader) * args.num_train_epochs,
-                initial=min(state.epoch * len(run.train_loader) + state.step_in_epoch, 10**12),
-                unit="step",
-                disable=not accelerator.is_local_main_process,
+            progress_bar(
+                accelerator,
+                len(run.train_loader) * args.num_train_epochs,
+                state.epoch * len(run.train_loader) + state.step_in_epoch,
             ) as run.progress,
         ):
             run.clock = CheckpointClock(args.checkpointing_minutes)
@@ -391,10 +355,7 @@ def checkpoint_wanted(run: Run, state: TrainState) -> tuple[bool, bool]:
     args, accelerator = run.args, run.accelerator
     stop = run.stops.signum is not None
     due = bool(args.checkpointing_steps) and state.global_step % args.checkpointing_steps == 0
-    if accelerator.num_processes == 1:
-        return stop, due or run.clock.due()
-    if state.global_step % args.logging_steps:
+    if accelerator.num_processes > 1 and state.global_step % args.logging_steps:
         return False, due
-    flags = torch.tensor([float(stop), float(run.clock.due())], device=accelerator.device)
-    stop_any, clock_any = (accelerator.reduce(flags, "sum") > 0).tolist()
+    stop_any, clock_any = any_process(accelerator, stop, run.clock.due())
     return stop_any, due or clock_any
