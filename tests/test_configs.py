@@ -58,7 +58,9 @@ def test_vocabulary_recipes_change_only_the_vocabulary_and_the_loss():
     assert vocab_tapt["model_name_or_path"] == vocab["output_dir"]
     assert {key for key in tapt if tapt[key] != vocab_tapt.get(key)} == {"model_name_or_path", "output_dir"}
     # and the loss: focal loss with gamma 1, measured as accurate as cross-entropy and better calibrated
-    assert set(vocab_tapt) - set(tapt) == {"focal_gamma"} and vocab_tapt["focal_gamma"] == 1
+    assert set(vocab_tapt) - set(tapt) == {"focal_gamma", "adapt_config"} and vocab_tapt["focal_gamma"] == 1
+    # and it is one command: its stage 1 is the vocabulary adaptation, written where its stage 2 reads
+    assert vocab_tapt["adapt_config"] == "configs/smsa-minilm-adapt-vocab.yaml"
 
 
 def test_indobert_recipe_is_the_tutorials():

@@ -27,7 +27,7 @@ from hf_indosent import cli
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = "outputs/smsa-minilm-offline"
+RUN = "outputs/smsa-minilm-vocab-tapt"
 
 
 def inference_commands() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,14 @@ class ModelArguments:
     attn_implementation: str = field(
         default="sdpa", metadata={"help": "Attention kernel: 'sdpa' (PyTorch scaled_dot_product_attention) or 'eager'."}
     )
+    adapt_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "An `hf-indosent adapt` recipe whose output_dir is model_name_or_path: run first when that folder "
+            "holds no finished adaptation (continued when it stopped part-way, skipped when done), so adaptation and "
+            "fine-tuning are one command."
+        },
+    )
 
     def __post_init__(self) -> None:
         check(bool(self.model_name_or_path), "model_name_or_path is empty: give a Hub id or a local model folder")
@@ -29,6 +38,12 @@ class ModelArguments:
             self.attn_implementation in ("sdpa", "eager"),
             f"attn_implementation={self.attn_implementation!r} is not supported: use 'sdpa' or 'eager'",
         )
+        if self.adapt_config is not None:
+            check(
+                os.path.isfile(self.adapt_config),
+                f"adapt_config {self.adapt_config!r} not found: give the path of an adaptation recipe, e.g. "
+                "configs/smsa-minilm-adapt-vocab.yaml (relative to where you run the command)",
+            )
 
 
 @dataclass
