@@ -25,7 +25,7 @@ from hf_indosent.training.step import NonFiniteLossError
 # Each run of the chain is killed at a new moment, then the next run resumes from `latest` (each process counts its
 # own calls). Steps: 12 per epoch, a checkpoint every 5 steps and at every epoch end.
 KILL_CHAIN = [
-    ("hf_indosent.training.checkpoints:write_atomic", 2, "before"),  # the 2nd checkpoint is being written (step 10)
+    ("hf_indosent.training.checkpoints:write_json", 2, "before"),  # the 2nd checkpoint is being written (step 10)
     ("hf_indosent.core.files:replace_dir", 1, "before"),  # best/ being replaced at the end of epoch 1
     ("hf_indosent.training.loop:evaluate", 2, "before"),  # during validation of epoch 2
     ("hf_indosent.training.loop:plot_training_curves", 1, "before"),  # log.jsonl written, checkpoint of epoch 2 not yet

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_args, run_cli
+from conftest import ROOT, cli_args, comparable, run_cli, run_train
 
 from hf_indosent import cli
 from hf_indosent.core.arguments import _Parser, parse_args, unknown_options
@@ -284,13 +284,33 @@ def test_seeds_pass_sighup_on_to_the_training(tmp_path, no_terminal_to_leave):
     assert no_terminal_to_leave == [1]
 
 
+SIGNAL_RUN = {"num_train_epochs": 2, "checkpointing_minutes": 0}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_model_dir, tiny_smsa_dir, tmp_path_factory) -> Path:
+    """The reference the stopped-and-resumed runs must match: the same training, never stopped (made once)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    folder = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run_train(
+        tiny_model_dir, tiny_smsa_dir, folder, folder.parent / "cache", num_train_epochs=2, checkpointing_minutes=0
+    )
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return folder
+
+
 @pytest.mark.slow
-def test_sighup_mid_training_saves_a_checkpoint_exits_129_and_the_printed_command_resumes(
-    tiny_model_dir, tiny_smsa_dir, tmp_path
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_stop_signal_mid_training_saves_a_checkpoint_and_the_pasted_command_resumes_to_the_same_run(
+    tiny_model_dir, tiny_smsa_dir, tmp_path, uninterrupted_run, signame, code
 ):
     run_dir = tmp_path / AWKWARD
-    args = cli_args(tiny_model_dir, tiny_smsa_dir, run_dir, tmp_path / "cache", num_train_epochs=2)
-    # SIGHUP during the 17th batch of 24 (12 per epoch): mid-epoch 2
+    args = cli_args(
+        tiny_model_dir, tiny_smsa_dir, run_dir, tmp_path / "cache", num_train_epochs=2, checkpointing_minutes=0
+    )
+    # the signal arrives during the 17th batch of 24 (12 per epoch): mid-epoch 2, long before its end
     stopped = run_cli(
         "tests/crash_runner.py",
         "hf_indosent.training.loop:forward_backward",
@@ -298,9 +318,9 @@ def test_sighup_mid_training_saves_a_checkpoint_exits_129_and_the_printed_comman
         "before",
         "--",
         *args,
-        env={"CRASH_SIGNAL": "SIGHUP"},
+        env={"CRASH_SIGNAL": signame},
     )
-    assert stopped.returncode == 129, stopped.stderr[-3000:]
+    assert stopped.returncode == code, stopped.stderr[-3000:]
     line = last_line(stopped.stderr)
     assert "checkpoint saved at epoch 2, step 17" in line
     assert [path.name for path in list_checkpoints(run_dir)][-1] == "checkpoint-e0001-s000000017"
@@ -313,10 +333,10 @@ def test_sighup_mid_training_saves_a_checkpoint_exits_129_and_the_printed_comman
         ["bash", "-c", pasted], cwd=ROOT, env=with_path(), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs_completed"] == 2
+    assert comparable(run_dir) == comparable(uninterrupted_run)  # the resumed run is the run that was not stopped
     assert json.loads((run_dir / "args.json").read_text())["resumes"][0]["checkpoint"] == "checkpoint-e0001-s000000017"
-
+    if signame != "SIGHUP":
+        return
     # and the summary's next command, pasted as it is printed, predicts with this run folder
     predict = next(
         line.strip() for line in resumed.stdout.splitlines() if line.strip().startswith("hf-indosent predict")

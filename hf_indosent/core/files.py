@@ -206,7 +206,8 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable: without it a power cut can undo a rename the program already saw."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -223,7 +224,7 @@ def replace_dir(staging: Path, target: Path) -> None:
     if target.exists():
         os.replace(target, old)
     os.replace(staging, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     if old.exists():
         shutil.rmtree(old)
 

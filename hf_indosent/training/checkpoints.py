@@ -22,7 +22,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from hf_indosent.core.files import _fsync_dir, make_readable, removed_on_error, write_atomic
+from hf_indosent.core.files import fsync_dir, make_readable, removed_on_error, write_json
 from hf_indosent.modeling.folders import CHECKPOINTS
 
 logger = logging.getLogger(__name__)
@@ -146,12 +146,12 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainState, 
             make_readable(staging)
             # Written last, with every file's size: marks the checkpoint complete and lets damage be detected later.
             record = {"state": state.to_dict(), "files": _file_sizes(staging)}
-            write_atomic(staging / STATE_FILE, json.dumps(record, indent=2))
+            write_json(staging / STATE_FILE, record)
     if accelerator.is_main_process:
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
-        _fsync_dir(root)
+        fsync_dir(root)
         # One checkpoint per optimizer step: an epoch-end checkpoint supersedes a mid-epoch one of the same step.
         found = list_checkpoints(run_dir)
         same_step = [path for path in found if path != final and _step(path) == state.global_step]
