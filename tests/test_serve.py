@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -301,7 +302,10 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_rows(predictor)
 def test_batcher_keeps_each_call_within_the_token_budget():
     calls: list[list[str]] = []
     batcher = Batcher(
-        lambda key, texts: calls.append(texts) or [{"error": None}] * len(texts), max_batch_tokens=10, max_wait_s=0.5
+        lambda key, texts: calls.append(texts) or [{"error": None}] * len(texts),
+        max_batch_tokens=10,
+        max_call_tokens=10,
+        max_wait_s=0.5,
     )
     jobs = [batcher.submit([f"t{index}"], [length], "plain") for index, length in enumerate((4, 5, 6, 3))]
     jobs[2].future.cancel()  # its client went away: it never reaches the model
@@ -312,17 +316,123 @@ def test_batcher_keeps_each_call_within_the_token_budget():
     assert calls == [["t0", "t1"], ["t3"]]  # 4 + 5 fit in 10, 6 would not; the cancelled one is skipped
 
 
+def test_batcher_sorts_a_call_into_passes_and_answers_each_request_once_its_pass_is_done():
+    seen: list[tuple[list[str], dict[str, bool]]] = []
+    jobs = {}
+
+    def run(key, texts):
+        seen.append((texts, {name: job.future.done() for name, job in jobs.items()}))
+        return [{"text": text, "error": None} for text in texts]
+
+    batcher = Batcher(run, max_batch_tokens=64, max_wait_s=0.5)  # a call may hold 16 passes' worth
+    jobs["long"] = batcher.submit(["l1", "l2"], [30, 29], "plain")
+    jobs["short"] = batcher.submit(["s1", "s2", "s3"], [2, 4, 3], "plain")
+    batcher.start()
+    assert [row["text"] for row in jobs["long"].future.result(timeout=5)] == ["l1", "l2"]  # each in its own order
+    assert [row["text"] for row in jobs["short"].future.result(timeout=5)] == ["s1", "s2", "s3"]
+    batcher.stop()
+    # one call, shortest first, cut as the Predictor cuts (4 x 29 padded tokens > 64), one Predictor call per pass
+    assert [texts for texts, _ in seen] == [["s1", "s3", "s2"], ["l2", "l1"]]
+    assert seen[1][1] == {"long": False, "short": True}  # the short request was answered before the long pass ran
+
+
 def test_429_at_once_when_max_concurrent_requests_are_in_flight(predictor):
-    settings = ServeArguments(max_concurrent_requests=2, max_wait_ms=1500)
+    settings = ServeArguments(max_concurrent_requests=2, max_client_batch_size=2, max_wait_ms=1500)
     served = create_app(settings=settings, predictor=predictor)
     with serving(served) as url, ThreadPoolExecutor(2) as pool:
         waiting = [pool.submit(post, url, {"inputs": text}) for text in TEXTS[:2]]
-        wait_until(lambda: served.state.service.in_flight == 2)
+        wait_until(lambda: served.state.service.admission.texts == 2)
         started = time.monotonic()
         refused = post(url, {"inputs": TEXTS[2]})
         assert time.monotonic() - started < 1.0  # refused at once, not after the 1.5 s the others wait
         assert (refused.status_code, refused.json()["error_type"]) == (429, "Overloaded")
         assert [future.result().status_code for future in waiting] == [200, 200]
+
+
+def held_model(predictor, release: threading.Event, seconds_per_text: float = 0.0):
+    """The Predictor's plain view, made to wait for ``release`` (and ``seconds_per_text``) before it answers."""
+
+    def held(texts):
+        release.wait(30)
+        time.sleep(seconds_per_text * len(texts))
+        return predictor(texts)
+
+    return held
+
+
+def test_max_concurrent_requests_counts_texts_so_batches_beyond_it_get_429_at_once(predictor):
+    # TEI's permits are texts: with 6 of 8 taken, a batch of 4 gets 429 at once and a batch of 2 fits; then even a
+    # single text gets 429. Counting requests instead would admit all of them and queue their texts.
+    settings = ServeArguments(max_concurrent_requests=8, max_client_batch_size=4, max_wait_ms=1)
+    served = create_app(settings=settings, predictor=predictor)
+    release = threading.Event()
+    batches = [[[text] for text in texts] for texts in (TEXTS[:4], TEXTS[2:4], TEXTS[1:3])]
+    with serving(served) as url, ThreadPoolExecutor(3) as pool:
+        service = served.state.service
+        service.model.views[service.model.plain] = held_model(predictor, release)
+        admitted = [pool.submit(post, url, {"inputs": batch}, timeout=30) for batch in batches[:2]]
+        wait_until(lambda: service.admission.texts == 6)
+        started = time.monotonic()
+        too_many = post(url, {"inputs": batches[0]}, timeout=5)
+        assert (too_many.status_code, too_many.json()["error_type"]) == (429, "Overloaded")
+        assert "this request's 4 texts do not fit" in too_many.json()["error"] and "2 free" in too_many.json()["error"]
+        admitted.append(pool.submit(post, url, {"inputs": batches[2]}, timeout=30))
+        wait_until(lambda: service.admission.texts == 8)
+        full = post(url, {"inputs": TEXTS[4]}, timeout=5)
+        assert time.monotonic() - started < 2.0  # both at once, while the admitted ones are held
+        assert (full.status_code, full.json()["error_type"]) == (429, "Overloaded")
+        assert "8 texts are being answered" in full.json()["error"] and "--max_concurrent_requests 8" in full.text
+        assert "hf_indosent_serve_texts_in_flight 8.0" in httpx.get(f"{url}/metrics").text
+        release.set()
+        for batch, future in zip(batches, admitted, strict=True):
+            answer = future.result()
+            assert answer.status_code == 200
+            expected = predictor([text for (text,) in batch])
+            assert [scores(row) for row in answer.json()] == [
+                pytest.approx(row["scores"], abs=1e-5) for row in expected
+            ]
+        assert (service.admission.texts, service.admission.requests) == (0, 0)
+        assert post(url, {"inputs": batches[0]}).status_code == 200  # every permit came back
+
+
+def test_twice_the_capacity_gets_429s_never_timeouts_and_right_answers(predictor):
+    # a model that takes 20 ms a text behind a budget of 16 texts: 4 clients keep 4 x 8 = 32 texts in flight, twice
+    # what is admitted, for 2 s; an admitted text waits at most ~16 x 20 ms, far below the clients' 5 s timeout
+    settings = ServeArguments(max_concurrent_requests=16, max_client_batch_size=8, max_wait_ms=1)
+    served = create_app(settings=settings, predictor=predictor)
+    release = threading.Event()
+    release.set()
+    expected = {row_text: row["scores"] for row_text, row in zip(TEXTS, predictor(TEXTS), strict=True)}
+    batch = [TEXTS[i % len(TEXTS)] for i in range(8)]
+    outcomes: list[tuple[str, float]] = []
+
+    def client(url: str) -> None:
+        stop_at = time.monotonic() + 2.0
+        with httpx.Client(timeout=5) as session:
+            while time.monotonic() < stop_at:
+                began = time.monotonic()
+                try:
+                    response = session.post(f"{url}/predict", json={"inputs": [[text] for text in batch]})
+                except httpx.TimeoutException:
+                    outcomes.append(("timeout", time.monotonic() - began))
+                    continue
+                outcomes.append((str(response.status_code), time.monotonic() - began))
+                if response.status_code == 200:
+                    for text, row in zip(batch, response.json(), strict=True):
+                        assert scores(row) == pytest.approx(expected[text], abs=1e-5)
+                else:
+                    time.sleep(0.01)  # a client told to retry later waits a little
+
+    with serving(served) as url, ThreadPoolExecutor(4) as pool:
+        service = served.state.service
+        service.model.views[service.model.plain] = held_model(predictor, release, seconds_per_text=0.02)
+        for future in [pool.submit(client, url) for _ in range(4)]:
+            future.result()
+    statuses = Counter(status for status, _ in outcomes)
+    assert set(statuses) == {"200", "429"}, statuses  # no timeout, no crash
+    assert statuses["200"] >= 4 and statuses["429"] >= 4
+    assert max(seconds for status, seconds in outcomes if status == "429") < 1.0
+    assert max(seconds for status, seconds in outcomes if status == "200") < 3.0
 
 
 def test_a_failing_model_call_is_424_and_the_service_stays_up(app, base, predictor, monkeypatch):
@@ -560,6 +670,7 @@ def run_serve(argv: list[str], capsys) -> tuple[int, list[str]]:
         (["--graceful_timeout", "nan"], "graceful_timeout=nan is not a finite number"),
         (["--api_key_env", " "], "--api_key_env is empty"),
         (["--max_client_batch_size", "0"], "--max_client_batch_size 0 must be a positive whole number"),
+        (["--max_concurrent_requests", "16"], "--max_client_batch_size 32 > --max_concurrent_requests 16"),
     ],
 )
 def test_bad_serve_options_are_one_line_usage_errors(option, mentions, tiny_classifier_dir, capsys):

@@ -47,7 +47,8 @@ def test_ray_serve_deployment_answers_like_the_predictor(ray_on_loopback, tiny_c
 
     texts = ["makanan nya enak sekali", "pelayanan nya lambat dan kasar"]
     inference = InferenceArguments(model=str(tiny_classifier_dir), backend="torch")
-    serve.run(deployment(inference, ServeArguments(max_concurrent_requests=8)), name="sentiment", route_prefix="/")
+    settings = ServeArguments(max_concurrent_requests=8, max_client_batch_size=8)
+    serve.run(deployment(inference, settings), name="sentiment", route_prefix="/")
     base = f"http://127.0.0.1:{ray_on_loopback}"
     with httpx.Client(base_url=base, timeout=30) as client:
         assert client.get("/health").status_code == 200  # a replica is routed to only once its model is ready

@@ -5,9 +5,10 @@ Routes (text-embeddings-inference's, see :mod:`~hf_indosent.serving.protocol`): 
 load and while shutting down; ``GET /metrics`` (Prometheus). FastAPI's ``/docs`` lists them.
 
 The model loads on a background thread when the app starts, so the port answers (503) at once and a load balancer or
-Kubernetes readiness probe waits for 200. Each predict request is admitted or refused at once (429 when
-``max_concurrent_requests`` are in flight), its body read within ``payload_limit`` and checked, its texts counted in
-tokens on the tokenizer thread, and its rows awaited from the :class:`~hf_indosent.serving.batcher.Batcher`. An API
+Kubernetes readiness probe waits for 200. Each predict request is admitted or refused at once (429 when its texts
+do not fit in ``max_concurrent_requests``, counted in texts as TEI does: :mod:`~hf_indosent.serving.admission`), its
+body read within ``payload_limit`` and checked, its texts counted in tokens on the tokenizer thread, and its rows
+awaited from the :class:`~hf_indosent.serving.batcher.Batcher`. An API
 key, when configured, is checked in constant time on every route but the health probes. One JSON access-log line per
 request goes to the ``hf_indosent.serving.access`` logger.
 """
@@ -38,8 +39,9 @@ from hf_indosent.core.errors import describe
 from hf_indosent.inference.arguments import InferenceArguments
 from hf_indosent.inference.base import ChunkedPredictor
 from hf_indosent.inference.predictor import load_predictor, resolve_device
+from hf_indosent.serving.admission import Admission
 from hf_indosent.serving.arguments import SERVE_CPU_BATCH_TOKENS, ServeArguments
-from hf_indosent.serving.batcher import Batcher, Rows
+from hf_indosent.serving.batcher import DEFAULT_PASS_TEXTS, Batcher, Rows
 from hf_indosent.serving.metrics import INSTALL_HINT, ServeMetrics
 from hf_indosent.serving.model import ServedModel
 from hf_indosent.serving.protocol import PredictRequest, RequestError, parse_predict_request, predictions
@@ -100,8 +102,12 @@ class Service:
         self.batcher: Batcher | None = None
         self.failed: BaseException | None = None
         self.stopping = False
-        self.in_flight = 0
-        self.metrics = ServeMetrics(lambda: self.in_flight, lambda: self.batcher.queued if self.batcher else 0)
+        self.admission = Admission(settings.max_concurrent_requests)
+        self.metrics = ServeMetrics(
+            lambda: self.admission.requests,
+            lambda: self.batcher.queued if self.batcher else 0,
+            lambda: self.admission.texts,
+        )
         self._tokenizer_thread: ThreadPoolExecutor | None = None
 
     @property
@@ -138,6 +144,7 @@ class Service:
             self._run_model,
             max_batch_tokens=model.max_batch_tokens,
             max_wait_s=self.settings.max_wait_ms / 1000,
+            max_pass_texts=model.max_pass_texts or DEFAULT_PASS_TEXTS,
             observe_batch=self.metrics.batch,
         )
         batcher.start()
@@ -195,11 +202,7 @@ class Service:
         started = time.perf_counter()
         if not self.ready:
             raise self.unhealthy()
-        limit = self.settings.max_concurrent_requests
-        if self.in_flight >= limit:
-            raise RequestError("Overloaded", f"{limit} requests are in flight (--max_concurrent_requests): retry later")
-        self.in_flight += 1
-        try:
+        with self.admission.request():  # 429 at once when every text permit is taken, before the body is read
             body = await read_body(request, self.settings.payload_limit)
             parsed = parse_predict_request(
                 body,
@@ -207,9 +210,8 @@ class Service:
                 auto_truncate=self.settings.auto_truncate,
             )
             request.state.texts = len(parsed.texts)
-            rows, timings = await self.predict(parsed)
-        finally:
-            self.in_flight -= 1
+            with self.admission.texts_of(len(parsed.texts)):  # all its permits or 429, never a wait
+                rows, timings = await self.predict(parsed)
         answers = [predictions(row["scores"]) for row in rows]
         total_s = time.perf_counter() - started
         self.metrics.timings(total_s, timings["tokenization"], timings["queue"], timings["inference"])

@@ -51,7 +51,11 @@ class ServeArguments:
     )
     max_concurrent_requests: int = field(
         default=512,
-        metadata={"help": "Requests handled at once; one more gets 429 at once instead of waiting (TEI's setting)."},
+        metadata={
+            "help": "Texts handled at once (TEI's setting, counted as TEI does: a batch of 16 texts takes 16); a "
+            "request whose texts do not fit gets 429 at once instead of waiting. The last text admitted waits about "
+            "this many texts / the throughput: keep that below your clients' timeout."
+        },
     )
     max_client_batch_size: int = field(
         default=32, metadata={"help": "Most texts one request may send; more get 413 (TEI's setting)."}
@@ -86,6 +90,12 @@ class ServeArguments:
         for name in ("workers", "max_concurrent_requests", "max_client_batch_size", "payload_limit"):
             value = getattr(self, name)
             check(isinstance(value, int) and value > 0, f"--{name} {value!r} must be a positive whole number")
+        check(
+            self.max_client_batch_size <= self.max_concurrent_requests,
+            f"--max_client_batch_size {self.max_client_batch_size} > --max_concurrent_requests "
+            f"{self.max_concurrent_requests}: a batch that large could never be admitted (the limit counts texts); "
+            "raise --max_concurrent_requests or lower --max_client_batch_size",
+        )
         check(
             0 <= self.max_wait_ms <= MAX_WAIT_LIMIT_MS,
             f"--max_wait_ms {self.max_wait_ms} is out of range: use 0..{MAX_WAIT_LIMIT_MS:g} milliseconds (default 2)",

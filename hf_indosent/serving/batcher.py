@@ -1,24 +1,25 @@
 """Dynamic batching: the texts of concurrent requests share model calls, and each request gets its own rows back.
 
 Requests arrive already tokenized (their token counts); one inference thread takes the oldest request, lets later
-ones join until their tokens reach ``max_batch_tokens`` or ``max_wait_s`` has passed since it started collecting, and
-hands the lot to the model in one call. That call is the Predictor's, which sorts the texts by length and cuts them
-into forward passes of at most ``max_batch_tokens`` padded tokens, as ``predict`` does. While the model runs, new
-requests queue, so under load every call is full without anyone waiting; when idle, a lone request waits at most
-``max_wait_s``.
+ones join until their tokens reach ``max_call_tokens`` (``PASSES_PER_CALL`` forward passes' worth) or ``max_wait_s``
+has passed since it started collecting, and runs the lot: sorted by length and cut into forward passes of at most
+``max_batch_tokens`` padded tokens, exactly as the Predictor cuts what ``predict`` gives it, each pass one call of the
+Predictor. A request is answered as soon as its last text's pass is done. While the model runs, new requests queue,
+so under load every call is full without anyone waiting; when idle, a lone request waits at most ``max_wait_s``.
 
-Requests that ask for another view of the model (raw scores, left truncation) share the collection but run as their
-own call. A model call that raises fails only its own requests (424, TEI's ``Backend``); the thread goes on with the
-next batch. A request whose client went away before its batch started is skipped.
+Requests that ask for another view of the model (raw scores, left truncation) share the collection but run in their
+own passes. A pass that raises fails only the requests with a text in it (424, TEI's ``Backend``); the thread goes
+on with the next. A request whose client went away before its call started is skipped.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,13 @@ Rows = list[dict[str, Any]]
 RunModel = Callable[[Hashable, list[str]], Rows]
 """``(view key, texts) -> one row per text``: the Predictor view's call."""
 ObserveBatch = Callable[[int, int, float], None]
-"""``(texts, tokens, seconds)`` of each model call, for the metrics."""
+"""``(texts, tokens, seconds)`` of each forward pass, for the metrics."""
+PASSES_PER_CALL = 16
+"""A call collects up to this many forward passes' worth of tokens (``max_batch_tokens`` each): sorting more texts by
+length wastes less on padding (MiniLM-L6, 2 cores: 128 texts per call ran 1.7x as many texts a second as 16), and
+answering pass by pass keeps short texts from waiting for the call's long ones."""
+DEFAULT_PASS_TEXTS = 256
+"""The most texts of one forward pass, as the Predictor's ``batch_size`` default."""
 
 
 @dataclass
@@ -61,10 +68,14 @@ class Batcher:
         *,
         max_batch_tokens: int,
         max_wait_s: float,
+        max_call_tokens: int | None = None,
+        max_pass_texts: int = DEFAULT_PASS_TEXTS,
         observe_batch: ObserveBatch | None = None,
     ) -> None:
         self.run_model = run_model
-        self.max_batch_tokens = max_batch_tokens
+        self.max_pass_tokens = max_batch_tokens
+        self.max_pass_texts = max_pass_texts
+        self.max_call_tokens = max_call_tokens or max_batch_tokens * PASSES_PER_CALL
         self.max_wait_s = max_wait_s
         self.observe_batch = observe_batch
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -118,7 +129,7 @@ class Batcher:
             return None
         batch, tokens = [first], first.tokens
         deadline = time.perf_counter() + self.max_wait_s
-        while tokens < self.max_batch_tokens:
+        while tokens < self.max_call_tokens:
             remaining = deadline - time.perf_counter()
             try:
                 job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -127,12 +138,26 @@ class Batcher:
             if job is None:
                 self._stop_seen = True  # finish this batch, then stop
                 break
-            if tokens + job.tokens > self.max_batch_tokens:
+            if tokens + job.tokens > self.max_call_tokens:
                 self._carried = job  # the first job of the next batch
                 break
             batch.append(job)
             tokens += job.tokens
         return batch
+
+    def passes(self, lengths: Sequence[int]) -> Iterator[list[int]]:
+        """Indices of ``lengths`` shortest first, cut into forward passes as the Predictor cuts them (at most
+        ``max_pass_texts`` texts and ``max_pass_tokens`` padded tokens): each pass is one batch inside the model."""
+        batch: list[int] = []
+        for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+            # sorted ascending, so the newest text is the longest: the padded size is count x its length
+            full = len(batch) == self.max_pass_texts or (len(batch) + 1) * lengths[index] > self.max_pass_tokens
+            if batch and full:
+                yield batch
+                batch = []
+            batch.append(index)
+        if batch:
+            yield batch
 
     def _run(self, batch: list[Job]) -> None:
         started = time.perf_counter()
@@ -142,25 +167,46 @@ class Batcher:
                 job.queue_s = started - job.enqueued
                 views.setdefault(job.key, []).append(job)
         for key, jobs in views.items():
-            texts = [text for job in jobs for text in job.texts]
-            begin = time.perf_counter()
-            try:
-                rows = self.run_model(key, texts)
-                if len(rows) != len(texts):
-                    raise RuntimeError(f"the model answered {len(rows)} rows for {len(texts)} texts")
-            except Exception as err:  # whatever the model raised: its requests get 424, the service goes on
-                logger.exception("the model failed on %d texts from %d requests", len(texts), len(jobs))
-                reason = f"the model failed on this request's batch ({short_reason(err)}); the service is up"
-                _fail(jobs, RequestError("Backend", reason))
+            self._run_view(key, jobs)
+
+    def _run_view(self, key: Hashable, jobs: list[Job]) -> None:
+        """The texts of ``jobs`` (one view of the model) sorted by length and run pass by pass; each job is answered
+        as soon as its last text is, so a short text does not wait for the long ones of the same call."""
+        texts = [text for job in jobs for text in job.texts]
+        lengths = [length for job in jobs for length in job.lengths]
+        owners = [number for number, job in enumerate(jobs) for _ in job.texts]
+        starts = list(itertools.accumulate((len(job.texts) for job in jobs), initial=0))
+        rows: Rows = [{}] * len(texts)
+        missing = [len(job.texts) for job in jobs]  # texts still to answer; -1 once the job failed
+        begin = time.perf_counter()
+        for indices in self.passes(lengths):
+            indices = [index for index in indices if missing[owners[index]] > 0]
+            if not indices:
                 continue
-            seconds = time.perf_counter() - begin
+            pass_begin = time.perf_counter()
+            try:
+                answers = self.run_model(key, [texts[index] for index in indices])
+                if len(answers) != len(indices):
+                    raise RuntimeError(f"the model answered {len(answers)} rows for {len(indices)} texts")
+            except Exception as err:  # whatever the model raised: its requests get 424, the service goes on
+                failed = sorted({owners[index] for index in indices})
+                logger.exception("the model failed on %d texts from %d requests", len(indices), len(failed))
+                reason = f"the model failed on this request's batch ({short_reason(err)}); the service is up"
+                _fail([jobs[number] for number in failed], RequestError("Backend", reason))
+                for number in failed:
+                    missing[number] = -1
+                continue
             if self.observe_batch is not None:
-                self.observe_batch(len(texts), sum(job.tokens for job in jobs), seconds)
-            start = 0
-            for job in jobs:
-                job.inference_s = seconds
-                job.future.set_result(rows[start : start + len(job.texts)])
-                start += len(job.texts)
+                tokens = sum(lengths[index] for index in indices)
+                self.observe_batch(len(indices), tokens, time.perf_counter() - pass_begin)
+            for index, row in zip(indices, answers, strict=True):
+                rows[index] = row
+                number = owners[index]
+                missing[number] -= 1
+                if missing[number] == 0:
+                    job = jobs[number]
+                    job.inference_s = time.perf_counter() - begin
+                    job.future.set_result(rows[starts[number] : starts[number + 1]])
 
 
 def _fail(jobs: list[Job], error: RequestError) -> None:

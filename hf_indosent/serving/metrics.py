@@ -2,9 +2,10 @@
 
 The counterparts of TEI's ``te_*`` metrics, named the Prometheus way (seconds, ``_total``): predict requests,
 successes, failures by error type; histograms of each request's total, tokenization, queue and inference time; the
-texts and tokens of each model call; gauges of requests in flight and queued. Each app has its own registry, so
-several apps in one process (tests, a user's server) do not mix their counts. With ``--workers N`` each process
-counts its own requests (a scrape reaches one of them; scrape the replicas or run one worker per container).
+texts and tokens of each forward pass; gauges of requests and texts in flight and of requests queued. Each app has its
+own registry, so several apps in one process (tests, a user's server) do not mix their counts. With ``--workers N``
+each process counts its own requests (a scrape reaches one of them; scrape the replicas or run one worker per
+container).
 
 Without prometheus_client the service runs the same and ``/metrics`` says how to install it.
 """
@@ -25,7 +26,9 @@ INSTALL_HINT = 'pip install -e ".[serve]" (prometheus-client)'
 class ServeMetrics:
     """The service's counters and histograms; every method is a no-op when prometheus_client is missing."""
 
-    def __init__(self, in_flight: Callable[[], int], queued: Callable[[], int]) -> None:
+    def __init__(
+        self, in_flight: Callable[[], int], queued: Callable[[], int], texts_in_flight: Callable[[], int] = lambda: 0
+    ) -> None:
         try:
             self._client: Any = importlib.import_module("prometheus_client")
         except ModuleNotFoundError:
@@ -50,16 +53,21 @@ class ServeMetrics:
             for stage in ("", "tokenization", "queue", "inference")
         }
         self.batch_size = client.Histogram(
-            f"{PREFIX}_batch_size", "Texts per model call", buckets=SIZE_BUCKETS, registry=self.registry
+            f"{PREFIX}_batch_size", "Texts per forward pass", buckets=SIZE_BUCKETS, registry=self.registry
         )
         self.batch_tokens = client.Histogram(
-            f"{PREFIX}_batch_tokens", "Tokens per model call", buckets=TOKEN_BUCKETS, registry=self.registry
+            f"{PREFIX}_batch_tokens", "Tokens per forward pass", buckets=TOKEN_BUCKETS, registry=self.registry
         )
         self.batch_seconds = client.Histogram(
-            f"{PREFIX}_batch_seconds", "Seconds per model call", buckets=LATENCY_BUCKETS, registry=self.registry
+            f"{PREFIX}_batch_seconds", "Seconds per forward pass", buckets=LATENCY_BUCKETS, registry=self.registry
         )
         for name, about, value in (
             ("requests_in_flight", "Predict requests being handled", in_flight),
+            (
+                "texts_in_flight",
+                "Texts admitted and not yet answered (what --max_concurrent_requests bounds)",
+                texts_in_flight,
+            ),
             ("queue_size", "Requests waiting for a model call", queued),
         ):
             client.Gauge(f"{PREFIX}_{name}", about, registry=self.registry).set_function(value)
@@ -87,7 +95,7 @@ class ServeMetrics:
             self.durations[stage].observe(seconds)
 
     def batch(self, texts: int, tokens: int, seconds: float) -> None:
-        """One model call (the batcher's ``observe_batch``)."""
+        """One forward pass (the batcher's ``observe_batch``)."""
         if self._client is None:
             return
         self.batch_size.observe(texts)

@@ -85,6 +85,11 @@ class ServedModel:
     def max_batch_tokens(self) -> int:
         return getattr(self.predictor, "max_batch_tokens", CPU_BATCH_TOKENS)
 
+    @property
+    def max_pass_texts(self) -> int | None:
+        """The most texts of one forward pass (the Predictor's ``batch_size``; None: the predictor has none)."""
+        return getattr(self.predictor, "batch_size", None)
+
     def token_lengths(self, texts: Sequence[str], truncate: bool) -> list[int]:
         """Each text's tokens as the model will see them; 413 for one over the model's limit unless ``truncate``."""
         if self.tokenizer is None:

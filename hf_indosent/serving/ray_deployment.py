@@ -62,7 +62,7 @@ def deployment(
     ``num_replicas`` fixes the replicas (default 1), or ``autoscaling_config`` lets Ray scale them (e.g.
     ``{"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 64}``). Ray sends a replica at most
     ``settings.max_concurrent_requests`` requests at once, so the replica's batcher sees them all, and queues the
-    rest in its proxies.
+    rest in its proxies; the replica's own limit counts texts, so client batches beyond it get 429 there.
     """
     settings = settings or ServeArguments()
     options: dict[str, Any] = {
