@@ -31,6 +31,7 @@ ARGUMENT_MODULES = (
     "hf_indosent.inference.arguments",
     "hf_indosent.sharing.arguments",
     "hf_indosent.serving.arguments",
+    "hf_indosent.experiments.arguments",
 )
 """Where the commands' argument dataclasses live (light modules: parsing never waits on torch)."""
 
@@ -81,6 +82,11 @@ COMMANDS: dict[str, Command] = {
         ("DataArguments", "BaselineArguments"),
         "hf_indosent.inference.baseline:cli_run",
         "TF-IDF + logistic regression baseline on the same splits and metrics (a minute on a CPU)",
+    ),
+    "sweep": Command(
+        ("ModelArguments", "DataArguments", "FineTuneArguments", "SweepArguments"),
+        "hf_indosent.experiments.sweep:cli_run",
+        "a resumable Optuna hyperparameter search over a recipe; leaves the best recipe, model and a table of trials",
     ),
     "serve": Command(
         ("InferenceArguments", "ServeArguments"),

@@ -22,9 +22,10 @@ LAYERS = {
     "sharing": 4,
     "serving": 4,
     "training": 5,
-    "cli": 6,
-    "__main__": 6,
-    "__init__": 6,
+    "experiments": 6,
+    "cli": 7,
+    "__main__": 7,
+    "__init__": 7,
 }
 TOP = {"cli", "__main__", "__init__"}
 """Bottom to top: a module imports from its own package and from the layers below it, never from above."""

@@ -1,16 +1,27 @@
 """Packed training batches (hf_indosent/training/packing.py): the padded model's logits, loss and gradients from one
-padding-free pass, chosen per device and model, and never leaking into a saved model."""
+padding-free pass, chosen per device and model, and never leaking into a saved model; the contract with transformers
+(public APIs only, the model's structure, a launch self-test, a tested version range), whose every failure falls back
+to micro-batches."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from accelerate import Accelerator
 from conftest import comparable, log_lines, run_train
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import (
+    AttentionInterface,
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    PretrainedConfig,
+)
 
 from hf_indosent.core.arguments import ArgumentError
 from hf_indosent.training.arguments import FineTuneArguments
@@ -20,8 +31,13 @@ from hf_indosent.training.packing import (
     PACKED_ATTENTION,
     DropoutMasks,
     PackedCollator,
+    check_structure,
+    packed_attention,
     packed_logits,
     packing_unavailable,
+    self_test,
+    unfit_for_packing,
+    untested_transformers,
 )
 from hf_indosent.training.step import computed_masks, forward_backward
 
@@ -105,9 +121,9 @@ def test_dropout_masks_are_reproducible_and_fresh_per_call():
 
 
 def test_a_packed_training_pass_draws_every_dropout_mask_from_numpy(tiny_model_dir, tokenizer, monkeypatch):
-    """torch's dropout (a Mersenne Twister draw per element on CPUs) is never called inside a packed training pass:
-    the model's nn.Dropout layers and the attention probabilities use DropoutMasks, seeded from torch's generator;
-    the layers are plain again afterwards."""
+    """torch's dropout (a Mersenne Twister draw per element on CPUs) never draws a mask inside a packed training pass:
+    the model's nn.Dropout layers (through forward hooks) and the attention probabilities use DropoutMasks, seeded
+    from torch's generator; the layers are plain torch dropout in training mode again afterwards."""
     model = fresh_model(tiny_model_dir).train()
     batch = PackedCollator(3)(features(tokenizer))
     with torch.no_grad():
@@ -117,8 +133,10 @@ def test_a_packed_training_pass_draws_every_dropout_mask_from_numpy(tiny_model_d
         assert torch.equal(torch.get_rng_state(), state), "evaluation draws nothing from torch's generator"
         model.train()
 
-        def refused(*args, **kwargs):
-            raise AssertionError("torch's dropout was called")
+        def refused(input, p=0.5, training=True, inplace=False):
+            if training and p > 0:
+                raise AssertionError("torch's dropout drew a mask")
+            return input
 
         with monkeypatch.context() as patch:
             patch.setattr(torch.nn.functional, "dropout", refused)
@@ -131,7 +149,47 @@ def test_a_packed_training_pass_draws_every_dropout_mask_from_numpy(tiny_model_d
     assert not torch.allclose(first, without_dropout)  # dropout did act
     assert torch.equal(first, again) and not torch.equal(first, other)  # reproducible from torch's seed
     dropouts = [module for module in model.modules() if isinstance(module, torch.nn.Dropout)]
-    assert dropouts and all("forward" not in module.__dict__ for module in dropouts)
+    assert dropouts and all(module.training and "forward" not in module.__dict__ for module in dropouts)
+    states = torch.ones(1000)
+    for module in dropouts:  # no hook left: each layer is torch's own dropout again
+        torch.manual_seed(3)
+        expected = F.dropout(states, module.p, training=True)
+        torch.manual_seed(3)
+        assert torch.equal(module(states), expected)
+
+
+def test_packed_dropout_layers_keep_their_own_rate(tiny_model_dir, tokenizer):
+    """Each hooked nn.Dropout applies its own p: a layer set to 1.0 zeroes its output, one at 0.0 passes it on."""
+    model = fresh_model(tiny_model_dir).train()
+    model.dropout.p = 1.0  # the classifier's dropout: every pooled feature dropped, the logits are the bias alone
+    batch = PackedCollator(2)(features(tokenizer))
+    with torch.no_grad():
+        logits = packed_logits(model, batch["packed"])
+    assert torch.allclose(logits, model.classifier.bias.expand_as(logits))
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    with torch.no_grad():
+        trained = packed_logits(model, batch["packed"])
+        model.eval()
+        assert torch.allclose(trained, packed_logits(model, batch["packed"]), atol=1e-6)
+
+
+def test_a_packed_step_never_writes_the_config_s_attention(no_dropout_model, tokenizer, monkeypatch):
+    """The attention is switched through the public set_attn_implementation only: a trap on the config's private
+    ``_attn_implementation`` setter stays untouched through a packed training step, and the model's own attention
+    is back after it."""
+    model = fresh_model(no_dropout_model)
+    before = model.config._attn_implementation
+    getter = PretrainedConfig._attn_implementation.fget
+
+    def trap(config, value):
+        raise AssertionError(f"config._attn_implementation written ({value!r})")
+
+    monkeypatch.setattr(PretrainedConfig, "_attn_implementation", property(getter, trap))
+    forward_backward(Accelerator(cpu=True), model, PackedCollator(2)(features(tokenizer)))
+    assert model.config._attn_implementation == before != PACKED_ATTENTION
+    assert model.bert.embeddings.word_embeddings.weight.grad is not None
 
 
 def expected_loss(logits, labels, weights, smoothing, gamma):
@@ -251,7 +309,7 @@ def test_packing_asked_for_where_it_cannot_run_is_refused():
         ({"micro_batches": 4, "packing": False, "tf32": False}, {}, None, (4, False)),  # started with micro-batches
         ({"micro_batches": 4, "tf32": False}, {}, None, (4, False)),  # recorded before packing existed
         ({"micro_batches": 1, "packing": True, "tf32": False}, {}, None, (1, True)),
-        ({"micro_batches": 1, "packing": True, "tf32": False}, {}, "needs one process", (1, False)),  # then refused
+        ({"micro_batches": 1, "packing": True, "tf32": False}, {}, "needs one process", (4, False)),  # unpacked
         ({"micro_batches": 4, "packing": False, "tf32": False}, {"packing": True}, None, (1, True)),  # explicit wins
     ],
 )
@@ -272,3 +330,143 @@ def test_resuming_a_micro_batched_run_with_the_packing_default(no_dropout_model,
     assert results["epochs_completed"] == 2
     launch = json.loads((run_dir / "args.json").read_text())["launch"]
     assert (launch["micro_batches"], launch["packing"]) == (4, False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The contract: the model's structure, the launch self-test, the tested transformers, a fallback for each
+
+
+def test_the_structure_check_accepts_a_bert_classifier_and_names_what_packing_misses(tiny_model_dir):
+    assert check_structure(fresh_model(tiny_model_dir)) is None
+    damages = {
+        "its pooler": lambda model: setattr(model.bert, "pooler", None),
+        "dropout layer": lambda model: setattr(model, "dropout", torch.nn.Identity()),
+        "linear classifier": lambda model: setattr(model, "classifier", torch.nn.Sequential(model.classifier)),
+        "own self-attention": lambda model: setattr(model.bert.encoder.layer[1].attention, "self", torch.nn.Identity()),
+        "bidirectional": lambda model: setattr(model.config, "is_decoder", True),
+        "absolute position": lambda model: setattr(model.config, "position_embedding_type", "relative_key"),
+    }
+    for words, damage in damages.items():
+        model = fresh_model(tiny_model_dir)
+        damage(model)
+        assert words in (check_structure(model) or ""), words
+    other = AutoConfig.for_model("distilbert", dim=32, n_layers=1, n_heads=2, hidden_dim=37, vocab_size=50)
+    assert "DistilBertForSequenceClassification" in check_structure(
+        AutoModelForSequenceClassification.from_config(other)
+    )
+    assert "a BertModel" in check_structure(transformers.AutoModel.from_pretrained(tiny_model_dir))
+
+
+def test_the_self_test_passes_and_leaves_the_model_as_it_was(tiny_model_dir):
+    model = fresh_model(tiny_model_dir).train()
+    attention, state = model.config._attn_implementation, torch.get_rng_state()
+    assert self_test(model) is None
+    assert torch.equal(torch.get_rng_state(), state), "the self-test draws nothing: a run stays reproducible"
+    assert model.training and all(module.training for module in model.modules())
+    assert model.config._attn_implementation == attention != PACKED_ATTENTION
+
+
+def leaky_attention(module, query, key, value, attention_mask, packing_layout=None, **kwargs):
+    """The packed attention with a bug: no padding keys masked (a short text attends to its group's padding)."""
+    layout = {**packing_layout, "key_biases": [torch.zeros_like(bias) for bias in packing_layout["key_biases"]]}
+    return packed_attention(module, query, key, value, attention_mask, packing_layout=layout, **kwargs)
+
+
+def failing_attention(*args, **kwargs):
+    raise RuntimeError("unexpected keyword argument 'packing_layout'\nsecond line")
+
+
+@pytest.fixture
+def registered():
+    """Register a broken function as the packed attention for one test; the real one again after it."""
+    yield lambda function: AttentionInterface.register(PACKED_ATTENTION, function)
+    AttentionInterface.register(PACKED_ATTENTION, packed_attention)
+
+
+@pytest.mark.parametrize(
+    ("attention", "reason"),
+    [(leaky_attention, "differs from the padded forward"), (failing_attention, "failed its self-test")],
+)
+def test_the_self_test_catches_a_wrong_or_failing_packed_forward(tiny_model_dir, registered, attention, reason):
+    registered(attention)
+    model = fresh_model(tiny_model_dir)
+    found = self_test(model)
+    assert reason in found and "\n" not in found
+    assert unfit_for_packing(model) == found
+    assert model.config._attn_implementation != PACKED_ATTENTION  # switched back after the failure
+
+
+@pytest.mark.parametrize(
+    ("version", "tested"), [("5.25.0", True), ("5.25.2", True), ("5.24.0", False), ("5.26.0", False), ("6.0.0", False)]
+)
+def test_packing_runs_only_on_the_tested_transformers(tiny_model_dir, monkeypatch, version, tested):
+    monkeypatch.setattr(transformers, "__version__", version)
+    reason = untested_transformers()
+    assert (reason is None) == tested
+    if not tested:
+        assert f"this is {version}" in reason
+        assert unfit_for_packing(fresh_model(tiny_model_dir)) == reason
+
+
+def packing_warnings(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.getMessage().startswith("Packing off")]
+
+
+def test_a_run_whose_self_test_fails_warns_once_and_trains_with_micro_batches(
+    no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir, registered, caplog
+):
+    registered(leaky_attention)
+    with caplog.at_level(logging.WARNING, logger="hf_indosent.training.setup"):
+        results = run_train(no_dropout_model, tiny_smsa_dir, tmp_path / "run", cache_dir, num_train_epochs=1)
+    assert results["epochs_completed"] == 1
+    (warning,) = packing_warnings(caplog)
+    assert "self-test" in warning and "4 micro-batches" in warning and "\n" not in warning
+    launch = json.loads((tmp_path / "run" / "args.json").read_text())["launch"]
+    assert (launch["packing"], launch["micro_batches"]) == (False, 4)  # args.json records what ran
+    assert log_lines(tmp_path / "run")[0]["train"]["padding_fraction"] > 0
+
+
+def test_a_model_packing_cannot_serve_falls_back_before_the_first_step(
+    no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir, monkeypatch, caplog
+):
+    from hf_indosent.training import setup as setup_module
+
+    loaded = setup_module.load_model
+
+    def without_head_dropout(*args, **kwargs):  # a head packing does not know; the padded forward runs it fine
+        model = loaded(*args, **kwargs)
+        model.dropout = torch.nn.Identity()
+        return model
+
+    monkeypatch.setattr(setup_module, "load_model", without_head_dropout)
+    with caplog.at_level(logging.WARNING, logger="hf_indosent.training.setup"):
+        results = run_train(no_dropout_model, tiny_smsa_dir, tmp_path / "run", cache_dir, num_train_epochs=1)
+    assert results["epochs_completed"] == 1
+    (warning,) = packing_warnings(caplog)
+    assert "dropout layer" in warning
+    assert json.loads((tmp_path / "run" / "args.json").read_text())["launch"]["packing"] is False
+
+
+def test_packing_asked_for_on_a_model_that_fails_the_contract_is_refused(
+    no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir, registered
+):
+    registered(leaky_attention)
+    with pytest.raises(ArgumentError, match="--packing true: the packed forward differs"):
+        run_train(no_dropout_model, tiny_smsa_dir, tmp_path / "run", cache_dir, num_train_epochs=1, packing=True)
+    assert not (tmp_path / "run" / "args.json").exists()  # refused before anything was written
+
+
+def test_a_packed_run_resumed_where_packing_fails_goes_on_with_micro_batches(
+    no_dropout_model, tiny_smsa_dir, tmp_path, cache_dir, monkeypatch
+):
+    run_dir = tmp_path / "run"
+    run_train(no_dropout_model, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=1)
+    monkeypatch.setattr(transformers, "__version__", "5.99.0")  # say, transformers was upgraded in between
+    results = run_train(
+        no_dropout_model, tiny_smsa_dir, run_dir, cache_dir, num_train_epochs=2, resume_from_checkpoint="latest"
+    )
+    assert results["epochs_completed"] == 2
+    recorded = json.loads((run_dir / "args.json").read_text())
+    assert (recorded["launch"]["packing"], recorded["launch"]["micro_batches"]) == (False, 4)
+    changed = recorded["resumes"][-1]["changed"]
+    assert (changed["packing"], changed["micro_batches"]) == ([True, False], [1, 4])  # honoured, and recorded

@@ -100,6 +100,8 @@ def _coerce(path: str, key: str, value: Any, annotation: Any) -> Any:
         raise RecipeError(f"recipe {path!r}: {key} is empty; give it a value or remove the line")
     kind = next(option for option in options if option is not type(None))
     if typing.get_origin(kind) is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]  # one value where a list may go (`report_to: tensorboard`, as recipes always wrote it)
         if not isinstance(value, list) or any(isinstance(item, (dict, list)) for item in value):
             raise RecipeError(f"recipe {path!r}: {key}: {value!r} is not a list of values, e.g. [a, b, c]")
         return [str(item) for item in value]

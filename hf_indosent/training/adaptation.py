@@ -48,15 +48,26 @@ from hf_indosent.modeling.loading import (
 )
 from hf_indosent.training.arguments import AdaptArguments, ModelArguments
 from hf_indosent.training.device_defaults import resolve_mixed_precision
+from hf_indosent.training.reporting import final_scalars
 from hf_indosent.training.run_folder import lock_run_dir
 from hf_indosent.training.sampling import EpochBatchSampler
 from hf_indosent.training.setup import check_max_seq_len
 from hf_indosent.training.skeleton import any_process, progress_bar, train_steps
+from hf_indosent.training.trackers import (
+    GuardedTracker,
+    build_trackers,
+    finish_trackers,
+    hyperparameters,
+    run_name_of,
+    start_trackers,
+)
 from hf_indosent.training.vocabulary import extend_vocabulary
 
 logger = logging.getLogger(__name__)
 
 EVAL_MASK_SEED = 1234
+LOG_EVERY = 10
+"""Steps between two masked-LM losses sent to the trackers (--report_to)."""
 """Seed of the validation texts' masks: the same tokens are masked before and after every epoch."""
 
 
@@ -195,6 +206,9 @@ def adapt_epoch(
         running += torch.stack([loss, torch.ones((), device=accelerator.device)])
         progress.update(1)
         progress.set_description(f"(Epoch {epoch}/{args.num_train_epochs}) MLM LOSS:{loss.item():.4f}")
+        if steps % LOG_EVERY == 0:  # to --report_to's trackers
+            step = (epoch - 1) * len(loader) + steps
+            accelerator.log({"train/mlm_loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}, step=step)
         (stop,) = any_process(accelerator, stops.signum is not None)
         if stop:
             stopped = {"signal": signal.Signals(stops.signum or signal.SIGINT).name, "epoch": epoch}
@@ -229,10 +243,27 @@ def adapt(data_args: DataArguments, args: AdaptArguments, *, in_place: bool = Fa
     check_output_folder(folder, "--output_dir", inputs)
     resolve_model_source(args.model_name_or_path, "--model_name_or_path")
     check_max_seq_len(ModelArguments(model_name_or_path=args.model_name_or_path), data_args)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(args.mixed_precision))
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(args.mixed_precision), log_with=trackers(args) or None
+    )
     with lock_run_dir(folder, accelerator, job="adaptation"):
         check_output(folder, args.overwrite_output_dir)
-        return adapt_locked(accelerator, data_args, args, started)
+        try:
+            return adapt_locked(accelerator, data_args, args, started)
+        finally:
+            finish_trackers(accelerator)
+
+
+def trackers(args: AdaptArguments) -> list[GuardedTracker]:
+    """``--report_to``'s trackers. Their local files (TensorBoard's events) go beside the output folder, in
+    ``<output_dir>-runs``: the output folder itself is replaced whole when the adapted model is written."""
+    folder = Path(args.output_dir).resolve()
+    return build_trackers(
+        args.report_to,
+        project=args.tracker_project,
+        run_name=run_name_of(folder, args.run_name),
+        logging_dir=folder.with_name(f"{folder.name}-runs"),
+    )
 
 
 def adapt_locked(
@@ -269,7 +300,10 @@ def adapt_locked(
         loss_module, optimizer, train_loader, scheduler
     )
 
+    launch = {"mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes}
+    start_trackers(accelerator, args.tracker_project, hyperparameters(data_args, args, launch=launch))
     epochs = [{"epoch": 0, "validation_mlm_loss": held_out_loss(accelerator, loss_module, eval_batches)}]
+    accelerator.log(epochs[0], step=0)
     accelerator.print(f"validation masked-LM loss before adapting: {epochs[0]['validation_mlm_loss']:.4f}")
     progress = progress_bar(accelerator, total_steps)
     loss_module.train()
@@ -282,6 +316,8 @@ def adapt_locked(
             )
             record["validation_mlm_loss"] = held_out_loss(accelerator, loss_module, eval_batches)
             epochs.append(record)
+            step = (epoch - 1) * len(train_loader) + (stopped or {}).get("step", len(train_loader))
+            accelerator.log(record, step=step)
             accelerator.print(
                 f"epoch {epoch}{' (stopped part-way)' if stopped else ''}: train masked-LM loss "
                 f"{record['train_mlm_loss']:.4f}, validation {record['validation_mlm_loss']:.4f}"
@@ -308,6 +344,7 @@ def adapt_locked(
     if stopped:
         record["stopped"] = stopped
     save_adapted(accelerator, loss_module, pooler, tokenizer, folder, record)
+    accelerator.log(final_scalars({**epochs[-1], "seconds": record["seconds"]}), step=step)
     if stopped:
         raise Interrupted(signal.Signals[stopped["signal"]], stopped_message(folder, stopped, args))
     accelerator.print(

@@ -11,6 +11,7 @@ from typing import Any
 
 from hf_indosent.core.arguments import DEFAULT_MODEL, check, check_mixed_precision, check_numbers
 from hf_indosent.metrics.scores import METRIC_NAMES
+from hf_indosent.training.tracker_choice import REPORT_TO_HELP, resolve_report_to
 
 
 @dataclass
@@ -89,7 +90,13 @@ class FineTuneArguments:
     logging_steps: int = field(
         default=10, metadata={"help": "Refresh the progress bar (and trackers) every N optimizer steps."}
     )
-    report_to: str = field(default="none", metadata={"help": "Experiment tracker: 'none' or 'tensorboard'."})
+    report_to: list[str] = field(default_factory=lambda: ["none"], metadata={"help": REPORT_TO_HELP})
+    tracker_project: str = field(
+        default="hf_indosent", metadata={"help": "Trackers' project (MLflow experiment, trackio/W&B project)."}
+    )
+    run_name: str | None = field(
+        default=None, metadata={"help": "The run's name in the trackers. Default: the run folder's name."}
+    )
     mixed_precision: str | None = field(
         default=None,
         metadata={
@@ -240,10 +247,7 @@ class FineTuneArguments:
             self.checkpointing_minutes is None or self.checkpointing_minutes >= 0,
             f"checkpointing_minutes={self.checkpointing_minutes} must be >= 0 (0 turns time-based checkpoints off)",
         )
-        check(
-            self.report_to in ("none", "tensorboard"),
-            f"report_to={self.report_to!r} is not supported: use 'none' or 'tensorboard'",
-        )
+        self.report_to = resolve_report_to(self.report_to)
         check_mixed_precision(self.mixed_precision)
         check(self.dataloader_num_workers >= 0, "dataloader_num_workers must be >= 0")
         check(
@@ -283,6 +287,9 @@ class AdaptArguments:
     mixed_precision: str | None = field(
         default=None, metadata={"help": "'no', 'fp16' or 'bf16'; default (auto) as for train (measured on a CPU)."}
     )
+    report_to: list[str] = field(default_factory=lambda: ["none"], metadata={"help": REPORT_TO_HELP})
+    tracker_project: str = field(default="hf_indosent", metadata={"help": "Trackers' project (as for train)."})
+    run_name: str | None = field(default=None, metadata={"help": "Trackers' run name. Default: output_dir's name."})
     extend_vocab: int = field(
         default=0,
         metadata={
@@ -312,6 +319,7 @@ class AdaptArguments:
             f"extend_vocab={self.extend_vocab!r} must be a whole number of words >= 0 (0 keeps the vocabulary)",
         )
         check_mixed_precision(self.mixed_precision)
+        self.report_to = resolve_report_to(self.report_to)
 
 
 def __getattr__(name: str) -> Any:

@@ -80,6 +80,7 @@ def device_defaults(
             inherited["packing"] = False  # recorded before packing existed: it ran micro-batches
         if inherited.get("packing") and packing_unavailable:
             inherited.pop("packing")  # the resume check then names the change (packing True -> False)
+            inherited.pop("micro_batches", None)  # 1 because it packed: unpacked, the device's default
         if inherited.get("packing") or args.packing:
             inherited.pop("micro_batches", None)  # packed: one pass per batch
         args = dataclasses.replace(args, **inherited)

@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,18 @@ from hf_indosent.training.calibration import CONFIG_KEY, apply_temperature, cali
 from hf_indosent.training.checkpoints import CheckpointClock, TrainState, save_checkpoint
 from hf_indosent.training.device_defaults import warn_if_few_cpu_threads
 from hf_indosent.training.evaluation import evaluate
-from hf_indosent.training.reporting import final_summary, plot_training_curves, write_log
-from hf_indosent.training.run_folder import lock_run_dir, stopped_message
+from hf_indosent.training.reporting import epoch_scalars, final_scalars, final_summary, plot_training_curves, write_log
+from hf_indosent.training.run_folder import lock_run_dir, recorded_launch, stopped_message
 from hf_indosent.training.setup import Run, make_accelerator, setup
 from hf_indosent.training.skeleton import any_process, progress_bar, train_steps
 from hf_indosent.training.stages import adapt_first
 from hf_indosent.training.step import EpochTally, computed_masks, current_lr, forward_backward
+from hf_indosent.training.trackers import hyperparameters, start_trackers
 
 logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+"""Called after each epoch with (epochs completed, that epoch's validation metrics)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -82,8 +87,7 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
         if state.global_step % args.logging_steps == 0:
             running, lr = tally.running_loss(state), current_lr(optimizer)
             progress.set_description(f"(Epoch {epochs}) TRAIN LOSS:{running:.4f} LR:{lr:.8f}")
-            if args.report_to != "none":
-                accelerator.log({"train/loss": running, "train/lr": lr}, step=state.global_step)
+            accelerator.log({"train/loss": running, "train/lr": lr}, step=state.global_step)  # to --report_to
         stop, due = checkpoint_wanted(run, state)
         if stop or (due and state.step_in_epoch < len(run.train_loader)):  # the epoch end saves its own
             tally.fold_into(state, accelerator)
@@ -224,8 +228,7 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
             "is_best": improved,
         }
     )
-    if args.report_to != "none":
-        accelerator.log({f"validation/{key}": value for key, value in validation.items()}, step=state.global_step)
+    accelerator.log(epoch_scalars(state.history[-1]), step=state.global_step)
     if accelerator.is_main_process:
         write_log(run.run_dir / "log.jsonl", state.history)
         plot_training_curves(state.history, run.run_dir / "training_curves.png")
@@ -264,6 +267,7 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
             run.run_dir / "confusion_matrix.png",
             title=f"Validation, best model (epoch {state.best_epoch})",
         )
+    accelerator.log(final_scalars(results), step=state.global_step)
     accelerator.wait_for_everyone()
     return results
 
@@ -272,8 +276,16 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
 # Entry points
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, args: FineTuneArguments) -> dict[str, Any]:
-    """Run (or resume) a training run; returns what metrics.json holds."""
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    args: FineTuneArguments,
+    after_epoch: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a training run; returns what metrics.json holds.
+
+    ``after_epoch(epoch, validation_metrics)`` is called after each epoch's validation and checkpoint (a
+    hyperparameter search's pruner); an exception it raises ends the run there, trackers and lock released."""
     started = time.perf_counter()
     args = adapt_first(model_args, args)  # stage 1 of a two-stage recipe (adapt_config), else nothing
     accelerator = make_accelerator(args)
@@ -281,6 +293,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: FineTuneAr
     lock = lock_run_dir(Path(args.output_dir), accelerator)  # a second run into this folder stops here, at once
     try:
         run, state = setup(accelerator, model_args, data_args, args)
+        start_trackers(accelerator, args.tracker_project, run_hyperparameters(run, model_args, data_args), run.run_dir)
         with (
             StopRequests() as run.stops,
             progress_bar(
@@ -290,7 +303,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: FineTuneAr
             ) as run.progress,
         ):
             run.clock = CheckpointClock(args.checkpointing_minutes)
-            results = fit(run, state)
+            results = fit(run, state, after_epoch)
     finally:
         accelerator.end_training()
         lock.release()
@@ -301,7 +314,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: FineTuneAr
     return results
 
 
-def fit(run: Run, state: TrainState) -> dict[str, Any]:
+def fit(run: Run, state: TrainState, after_epoch: EpochCallback | None = None) -> dict[str, Any]:
     """The epochs: train, step the scheduler, evaluate and save, until the last epoch or early stopping."""
     args = run.args
     stopped_early = state.epochs_without_improvement >= args.early_stopping_patience
@@ -313,12 +326,20 @@ def fit(run: Run, state: TrainState) -> dict[str, Any]:
         stopped_early = end_of_epoch(run, state, train_metrics, lr, started)
         if run.stops.signum is not None:  # a signal during validation: the epoch's checkpoint is saved
             raise Interrupted(run.stops.signum, stopped_message(state, run.run_dir / CHECKPOINTS))
+        if after_epoch is not None:
+            after_epoch(state.epoch, state.history[-1]["validation"])
     if stopped_early:
         run.say(
             f"Early stopping: no better validation {args.metric_for_best_model} for {args.early_stopping_patience} "
             f"epoch(s); best epoch {state.best_epoch}"
         )
     return finish(run, state, stopped_early)
+
+
+def run_hyperparameters(run: Run, model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
+    """What the trackers get as hyperparameters: the resolved recipe and the launch facts args.json records."""
+    launch = recorded_launch(run.run_dir) if run.accelerator.is_main_process else {}
+    return hyperparameters(model_args, data_args, run.args, launch=launch)
 
 
 def push_best(run: Run) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ import matplotlib.pyplot as plt
 from hf_indosent.core.files import write_atomic
 from hf_indosent.core.shell import command
 from hf_indosent.metrics.report import metrics_to_string
+
+TRACKER_KEY = re.compile(r"[^/\w.\- :]")
+"""What MLflow (the strictest tracker) refuses in a metric name."""
 
 
 def start_summary(facts: Mapping[str, Any]) -> str:
@@ -66,6 +70,34 @@ def final_summary(run_dir: Path, results: Mapping[str, Any], minutes: float, dat
 def write_log(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
     """log.jsonl, one line per epoch, rewritten from the run state so a resumed run never duplicates lines."""
     write_atomic(Path(path), "".join(json.dumps(entry) + "\n" for entry in history))
+
+
+def scalars(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested record as flat tracker keys joined with '/' (``validation/f1``); text, lists and None
+    are left out, booleans become 0 or 1. Characters no tracker takes in a key (a label named ``a+b``) become '_'."""
+    flat: dict[str, float] = {}
+    for key, value in values.items():
+        name = prefix + TRACKER_KEY.sub("_", str(key))
+        if isinstance(value, Mapping):
+            flat.update(scalars(value, f"{name}/"))
+        elif isinstance(value, (bool, int, float)):
+            flat[name] = int(value) if isinstance(value, bool) else value
+    return flat
+
+
+def epoch_scalars(entry: Mapping[str, Any]) -> dict[str, float]:
+    """One log.jsonl line for the trackers: every number in it (``epoch``, ``lr``, ``validation/f1``,
+    ``validation_per_class/neutral/recall``, ``is_best``...), its ``train`` group as ``train_epoch/...`` (the epoch's
+    means, apart from the running ``train/loss`` logged every ``logging_steps``)."""
+    renamed = {("train_epoch" if key == "train" else key): value for key, value in entry.items()}
+    renamed.pop("global_step", None)  # the step the values are logged at
+    return scalars(renamed)
+
+
+def final_scalars(results: Mapping[str, Any]) -> dict[str, float]:
+    """metrics.json's numbers for the trackers, as ``final/validation/f1``, ``final/test/f1``,
+    ``final/calibration/ece_after``..."""
+    return scalars(results, "final/")
 
 
 def plot_training_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:

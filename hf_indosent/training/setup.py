@@ -49,7 +49,7 @@ from hf_indosent.training.checkpoints import (
     resolve_checkpoint,
 )
 from hf_indosent.training.device_defaults import DeviceDefaults, device_defaults, resolve_mixed_precision
-from hf_indosent.training.packing import PackedCollator, packing_unavailable
+from hf_indosent.training.packing import PackedCollator, packing_unavailable, unfit_for_packing
 from hf_indosent.training.reporting import start_summary
 from hf_indosent.training.run_folder import (
     arguments_record,
@@ -63,6 +63,7 @@ from hf_indosent.training.run_folder import (
 )
 from hf_indosent.training.sampling import EpochBatchSampler
 from hf_indosent.training.step import MicroBatchCollator, balanced_class_weights
+from hf_indosent.training.trackers import GuardedTracker, build_trackers, recorded_trackers, run_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def make_accelerator(args: FineTuneArguments) -> Accelerator:
         ),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         step_scheduler_with_optimizer=False,  # StepLR steps once per epoch, by us
-        log_with="tensorboard" if args.report_to == "tensorboard" else None,
+        log_with=run_trackers(args) or None,  # guarded: a tracker's failure never stops the run (training/trackers.py)
         project_config=ProjectConfiguration(
             project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")
         ),
@@ -206,6 +207,16 @@ def setup(
         revision=model_args.revision,
         attn_implementation=model_args.attn_implementation,
     )
+    unfit = unfit_for_packing(model) if defaults.packing else None  # the packing contract, before the first step
+    if unfit:  # auto falls back to micro-batches (one line); --packing true is refused, before the old run is replaced
+        packed = defaults
+        defaults = device_defaults(accelerator.device, args, unfit, recorded_launch(run_dir) if resuming else None)
+        logger.warning("Packing off (%s): training with %d micro-batches per batch.", unfit, defaults.micro_batches)
+        record["launch"] = launch_facts(accelerator, defaults)  # args.json records what runs
+        if resuming:  # same loss and gradients either way (tests/test_packing.py): a change the resume honours
+            changed.update(
+                {name: [getattr(packed, name), getattr(defaults, name)] for name in ("packing", "micro_batches")}
+            )
     weight_bytes = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
     check_free_space(run_dir, weight_bytes, args.save_total_limit, args.overwrite_output_dir and not resuming)
     if not resuming:
@@ -263,8 +274,6 @@ def setup(
         accelerator.print(f"Resumed from {checkpoint} (epoch {state.epoch}, step {state.global_step})")
     if accelerator.is_main_process:
         write_arguments(run_dir, record, checkpoint, changed)
-    if args.report_to != "none":
-        accelerator.init_trackers("hf_indosent", config=_flat_config(model_args, data_args, args))
     run = Run(
         accelerator=accelerator,
         model=model,
@@ -314,9 +323,14 @@ def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDic
     }
 
 
-def _flat_config(*groups: Any) -> dict[str, Any]:
-    flat = {}
-    for group in groups:
-        for key, value in dataclasses.asdict(group).items():
-            flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
+def run_trackers(args: FineTuneArguments) -> list[GuardedTracker]:
+    """The run's trackers (``--report_to``) for ``Accelerator(log_with=...)``; a resumed run continues the tracker
+    runs its folder recorded (trackers.json). Started by :func:`hf_indosent.training.loop.train`."""
+    run_dir = Path(args.output_dir)
+    return build_trackers(
+        args.report_to,
+        project=args.tracker_project,
+        run_name=run_name_of(run_dir, args.run_name),
+        logging_dir=run_dir / "runs",
+        recorded=recorded_trackers(run_dir) if args.resume_from_checkpoint is not None else None,
+    )
