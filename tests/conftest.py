@@ -8,6 +8,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # before any HF import: no test may reach (o
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One pytest-xdist worker per core (pyproject's `-n auto`): each computes on one thread, as do the processes it
+    # starts. Two workers with a thread per core each would make OpenMP threads wait on each other, every pass slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import json
 import random
