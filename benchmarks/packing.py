@@ -1,11 +1,12 @@
 """Packed training steps (hf_indosent.training.packing) against transformers' stock padding-free path, length-sorted
 micro-batches and plain padded batches: same CPU, same model, same SmSA batches, one process (issue 28, point 5).
 
-    flock /tmp/hf_indosent_bench.lock python benchmarks/packing.py --batches 12 --runs 3 --output outputs/packing.json
+    flock /tmp/hf_indosent_bench.lock python benchmarks/packing.py --runs 3 --output outputs/packing.json
 
 Every path runs the loop's training step on each batch of ``--batch_size`` shuffled SmSA training rows: the batch's
-collation (the loop's DataLoader collates in the training process), forward and backward under the loop's autocast,
-gradient clipping and a fused Adam step, dropout on. The paths:
+collation (the loop's DataLoader collates in the training process), forward and backward under the loop's autocast
+(``--mixed_precision auto``: the precision training picks on this CPU), gradient clipping and a fused Adam step,
+dropout on. The paths:
 
 - ``custom``: :class:`~hf_indosent.training.packing.PackedCollator` and ``forward_backward`` (what the loop runs on a
   CPU): one padding-free row, attention per group of similar-length texts, NumPy dropout masks.
@@ -49,6 +50,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithFla
 
 from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.data.tokenization import build_collator
+from hf_indosent.modeling.devices import BF16_MIN_SPEEDUP, bf16_matmul_speedup
 from hf_indosent.modeling.loading import load_tokenizer, resolve_model_path
 from hf_indosent.training.packing import PackedCollator, packed_logits
 from hf_indosent.training.skeleton import optimizer_step
@@ -81,14 +83,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "tokenizer (benchmark.py's shapes).",
     )
     parser.add_argument("--data_dir", default=str(ROOT.parent / "shared" / "smsa"), help="Folder with the SmSA TSVs.")
-    parser.add_argument("--batches", type=int, default=12, help="Timed batches per run and path.")
+    parser.add_argument("--batches", type=int, default=6, help="Timed batches per run and path.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed batches before each run's timed ones.")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--micro_batches", type=int, default=4, help="Parts per batch of the micro path (CPU: 4).")
     parser.add_argument("--max_seq_len", type=int, default=512)
     parser.add_argument(
-        "--mixed_precision", nargs="+", choices=("bf16", "no"), default=["bf16", "no"], help="bf16 and/or fp32."
+        "--mixed_precision",
+        nargs="+",
+        choices=("auto", "bf16", "no"),
+        default=["auto"],
+        help="auto (default): what training picks on this CPU (bf16 where its matmuls measure at least 1.3x fp32, "
+        "else fp32: bf16 is emulated, and very slow, on CPUs without avx512_bf16/AMX); bf16 and/or no (fp32).",
     )
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
@@ -104,8 +111,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not (Path(args.data_dir) / "train_preprocess.tsv").is_file():
         parser.error(f"--data_dir {args.data_dir!r} has no train_preprocess.tsv: point it at the SmSA folder")
     args.paths = [name for name in PATHS if name in args.paths]
-    args.mixed_precision = list(dict.fromkeys(args.mixed_precision))
     return args
+
+
+def resolved_precisions(asked: list[str]) -> list[str]:
+    """``auto`` as training resolves it on this CPU (the measured bf16 matmul speedup), each precision once."""
+    if "auto" in asked:
+        speedup = bf16_matmul_speedup()
+        auto = "bf16" if speedup >= BF16_MIN_SPEEDUP else "no"
+        print(f"auto precision: {auto} (bf16 matmuls at {speedup:.2f}x fp32 on this CPU)", flush=True)
+        asked = [auto if precision == "auto" else precision for precision in asked]
+    return list(dict.fromkeys(asked))
 
 
 def load_model(args: argparse.Namespace, work_dir: Path) -> tuple[str, torch.nn.Module, Any]:
@@ -270,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         verdict = "ok" if error <= CHECK_TOLERANCE else "WRONG"
         print(f"{TITLES[name]}: logits vs padded, largest difference {error:.2e} ({verdict})", flush=True)
     results: dict[str, Any] = {"samples_per_s": {}, "check": checks}
-    for precision in args.mixed_precision:
+    for precision in resolved_precisions(args.mixed_precision):
         AcceleratorState._reset_state(reset_partial_state=True)  # one Accelerator per precision in this process
         accelerator = Accelerator(cpu=True, mixed_precision=precision)
         figures: dict[str, list[float]] = {path.name: [] for path in paths}
