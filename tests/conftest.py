@@ -122,6 +122,89 @@ def tiny_smsa_dir(tmp_path_factory) -> Path:
     return folder
 
 
+ASPECT_WORDS = {  # CASA's aspects, each named by a word the tiny tokenizer can spell
+    "fuel": "bensin",
+    "machine": "mesin",
+    "others": "lainnya",
+    "part": "onderdil",
+    "price": "harga",
+    "service": "layanan",
+}
+
+
+def make_aspect_rows(n: int, seed: int) -> list[list[str]]:
+    """Learnable synthetic CASA rows ``[text, fuel, machine, ...]``: each text names one or two aspects, each beside a
+    positive or negative word, which is that aspect's label; the other aspects are neutral."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        labels = dict.fromkeys(ASPECT_WORDS, "neutral")
+        tokens = rng.choices(FILLER, k=rng.randint(1, 6))
+        for aspect in rng.sample(list(ASPECT_WORDS), k=1 + i % 2):
+            label = rng.choice(["positive", "negative"])
+            labels[aspect] = label
+            tokens += [ASPECT_WORDS[aspect], rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+        rows.append([" ".join(tokens), *labels.values()])
+    return rows
+
+
+def write_casa_csv(path: Path, rows: list[list[str]]) -> Path:
+    import csv
+    import io
+
+    buffer = io.StringIO(newline="")
+    csv.writer(buffer, lineterminator="\n").writerows([["sentence", *ASPECT_WORDS], *rows])
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_casa_dir(tmp_path_factory) -> Path:
+    """CASA-format folder (IndoNLU file names and header, masked test) with small learnable aspect data."""
+    folder = tmp_path_factory.mktemp("tiny-casa")
+    write_casa_csv(folder / "train_preprocess.csv", make_aspect_rows(96, seed=1))
+    write_casa_csv(folder / "valid_preprocess.csv", make_aspect_rows(30, seed=2))
+    masked = [[row[0], *["neutral"] * len(ASPECT_WORDS)] for row in make_aspect_rows(12, seed=3)]
+    write_casa_csv(folder / "test_preprocess_masked_label.csv", masked)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_aspect_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """What training on CASA saves as OUTPUT_DIR/best: the tiny BERT with one 3-label head per CASA aspect (stacked,
+    see hf_indosent.modeling.aspects), trained a little so its labels vary with the text."""
+    import torch
+    import torch.nn.functional as F
+
+    from hf_indosent.data.tasks import CASA
+    from hf_indosent.modeling.aspects import flatten
+    from hf_indosent.modeling.loading import load_model, load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-aspect-classifier")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see one_torch_thread
+    torch.manual_seed(0)
+    model = load_model(str(tiny_model_dir), CASA.label_names, aspects=CASA.aspects)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    rows = make_aspect_rows(192, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(15):
+        for start in range(0, len(rows), 32):
+            part = rows[start : start + 32]
+            batch = tokenizer([row[0] for row in part], padding=True, return_tensors="pt")
+            labels = torch.tensor([[CASA.label_names.index(label) for label in row[1:]] for row in part])
+            logits, flat_labels = flatten(model(**batch).logits, labels, len(CASA.aspects))
+            F.cross_entropy(logits, flat_labels, reduction="sum").div(len(part)).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    torch.set_num_threads(threads)
+    model.eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     """A private `datasets` cache so tests never see each other's Arrow files."""

@@ -7,15 +7,24 @@ from pathlib import Path
 
 from hf_indosent.core.arguments import check
 from hf_indosent.core.files import input_file_error
+from hf_indosent.data.tasks import DEFAULT_TASK, TASKS, get_task
 
 
 @dataclass
 class DataArguments:
+    task: str = field(
+        default=DEFAULT_TASK,
+        metadata={
+            "help": f"The IndoNLU task: {', '.join(TASKS)} (smsa, emot: one label per text; casa, hoasa: one label "
+            "per aspect).",
+        },
+    )
     data_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Folder with the IndoNLU SmSA files (train_preprocess.tsv, valid_preprocess.tsv, test_preprocess"
-            "[_masked_label].tsv). Default: download the pinned upstream files."
+            "help": "Folder with the task's IndoNLU files (SmSA: train_preprocess.tsv, valid_preprocess.tsv, "
+            "test_preprocess[_masked_label].tsv; EmoT, CASA, HoASA: the same names in .csv). Default: download the "
+            "pinned upstream files."
         },
     )
     train_file: str | None = field(default=None, metadata={"help": "Your own training file (.tsv or .csv)."})
@@ -51,7 +60,17 @@ class DataArguments:
         return {"--data_dir": self.data_dir, **files}
 
     def __post_init__(self) -> None:
+        try:
+            self.task = get_task(self.task).name
+        except ValueError as err:
+            check(False, str(err))
         files = self.data_files
+        check(
+            (files is None and self.label_names is None) or self.task == DEFAULT_TASK,
+            f"--task {self.task} reads the IndoNLU {self.task} files (--data_dir or the upstream download); your own "
+            "--train_file/--validation_file/--label_names are for single-label files: drop --task, and give "
+            "--label_names if your labels are not SmSA's",
+        )
         check(
             not (self.data_dir and files),
             f"data_dir={self.data_dir!r} and train/validation/test files were both given: choose one source",

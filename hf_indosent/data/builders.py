@@ -146,11 +146,16 @@ def label_columns(dataset: datasets.Dataset) -> list[str]:
     return found or ["label"]
 
 
+def has_labels(dataset: datasets.Dataset) -> bool:
+    """Whether every label column of every row holds a label (a masked IndoNLU test set holds -1)."""
+    return not any(label == NO_LABEL for column in label_columns(dataset) for label in dataset[column])
+
+
 def require_labels(dataset: datasets.Dataset, split: str) -> None:
     """Refuse a split whose labels are unknown (-1 in any label column), e.g. a masked IndoNLU test set.
 
     The message names the task's masked file and labelled file (told by the dataset's name; SmSA's otherwise)."""
-    if not any(label == NO_LABEL for column in label_columns(dataset) for label in dataset[column]):
+    if has_labels(dataset):
         return
     task = TASKS.get(dataset.info.dataset_name or "", SMSA)
     where = " in its aspect columns" if task.is_aspect_based else ""

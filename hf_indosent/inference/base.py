@@ -20,6 +20,11 @@ class ChunkedPredictor:
     label_names: list[str]
     max_length: int | None
     chunk_size: int
+    aspects: tuple[str, ...] = ()
+    """An aspect model's aspects (CASA, HoASA), one head each over ``label_names``; empty: one label per text.
+
+    A result of an aspect predictor is ``{"aspects": {aspect: {"label", "scores": {name: probability}}}, "error":
+    None}`` (aspects in this order); a row it cannot classify is :func:`error_result`'s, as for any predictor."""
 
     @staticmethod
     def before_batch() -> None:

@@ -67,6 +67,23 @@ def confusion(predictions: Sequence[int], references: Sequence[int], label_names
     }
 
 
+def per_aspect_report(
+    predictions: Sequence[int],
+    references: Sequence[int],
+    aspects: Sequence[str],
+    label_names: Sequence[str],
+    metric: evaluate.EvaluationModule | None = None,
+) -> dict[str, dict]:
+    """Each aspect's macro metrics and confusion matrix, from the (text, aspect) pairs of an aspect task in text-major
+    order (text 0's aspects first): IndoNLU scores the pairs together; these say which aspect is weak."""
+    metric = metric or load_metric()
+    report = {}
+    for index, aspect in enumerate(aspects):
+        preds, refs = predictions[index :: len(aspects)], references[index :: len(aspects)]
+        report[aspect] = {**compute_metrics(preds, refs, metric), "confusion": confusion(preds, refs, label_names)}
+    return report
+
+
 def confusion_array(confusion_dict: dict) -> np.ndarray:
     names = confusion_dict["labels"]
     return np.array([[confusion_dict["matrix"][gold][pred] for pred in names] for gold in names])

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 # BEST_DIR, BASELINE_FILE and baseline_folder are re-exported: the modules that name model folders import them here.
+from hf_indosent.modeling.aspects import TASK_KEY, aspect_config, check_aspect_config
 from hf_indosent.modeling.folders import BASELINE_FILE as BASELINE_FILE
 from hf_indosent.modeling.folders import BEST_DIR as BEST_DIR
 from hf_indosent.modeling.folders import ModelSourceError, resolve_model_path, resolve_model_source, short_reason
@@ -170,12 +171,6 @@ def label_names_of(model: str, revision: str | None = None) -> list[str]:
     return names
 
 
-def label_maps(label_names: Sequence[str]) -> tuple[dict[int, str], dict[str, int]]:
-    """``id2label`` / ``label2id`` so saved models and pipelines speak label names, never LABEL_0."""
-    id2label = dict(enumerate(label_names))
-    return id2label, {name: index for index, name in id2label.items()}
-
-
 def load_tokenizer(model_name_or_path: str, revision: str | None = None) -> PreTrainedTokenizerBase:
     with transformers_errors(model_name_or_path):
         return AutoTokenizer.from_pretrained(
@@ -232,6 +227,10 @@ def load_classifier(model: str | os.PathLike, revision: str | None = None, **kwa
     with quiet_load_report():
         classifier, info = _loaded_with_info(source, revision, **kwargs)
     problems, base_model = weight_problems(info, classifier.base_model_prefix)
+    try:
+        check_aspect_config(classifier.config)
+    except ValueError as err:
+        problems.append(str(err))
     if problems:
         why = f"it is not a fine-tuned classifier; {TRAINED_CLASSIFIER}" if base_model else FROM_ONE_SAVE
         raise ModelSourceError(f"{_model_name(source)}: {'; '.join(problems)}: {why}")
@@ -243,15 +242,19 @@ def load_model(
     label_names: Sequence[str],
     revision: str | None = None,
     attn_implementation: str | None = "sdpa",
+    aspects: Sequence[str] = (),
+    task: str | None = None,
 ) -> PreTrainedModel:
-    """A sequence classifier with a fresh head sized for ``label_names`` (an existing head is reused if it fits).
+    """A sequence classifier with a fresh head sized for ``label_names`` (an existing head is reused if it fits);
+    with ``aspects``, one head per aspect over ``label_names``, stacked (see :mod:`hf_indosent.modeling.aspects`).
 
     Only the head (and a pooler, which masked-LM checkpoints lack) may start fresh: an encoder tensor missing from
     the weights, or of another shape, means they are not this model's, and fine-tuning them would start from noise.
     """
-    id2label, label2id = label_maps(label_names)
     source = resolve_model_path(model_name_or_path)
-    config = load_config(source, revision, num_labels=len(label_names), id2label=id2label, label2id=label2id)
+    config = load_config(source, revision)
+    # set after loading: from_pretrained drops keys a config class does not declare (aspects, the task)
+    config.update({**aspect_config(aspects, label_names), **({TASK_KEY: task} if task else {})})
     with quiet_load_report():
         model, info = _loaded_with_info(source, revision, config=config, attn_implementation=attn_implementation)
     prefix = f"{model.base_model_prefix}."

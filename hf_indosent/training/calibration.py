@@ -13,7 +13,9 @@ minimising the negative log-likelihood; argmax, hence every label and the accura
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,8 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from torch import nn
+
+from hf_indosent.modeling.folders import BEST_DIR
 
 LOG_T_BOUNDS = (math.log(1e-2), math.log(1e2))
 """Where T is searched: 0.01 to 100, far beyond what a trained classifier needs (typically 1 to 3)."""
@@ -146,3 +150,15 @@ def apply_temperature(model: nn.Module, temperature: float, num_labels: int | No
     if config is not None:
         setattr(config, CONFIG_KEY, float(temperature))
     return layer
+
+
+def earlier_calibration(run_dir: Path) -> dict[str, Any] | None:
+    """The report of the calibration best/ already carries (its config records T), or None when it has none."""
+    config = json.loads((run_dir / BEST_DIR / "config.json").read_text(encoding="utf-8"))
+    if config.get(CONFIG_KEY) is None:
+        return None
+    metrics = run_dir / "metrics.json"
+    report = json.loads(metrics.read_text(encoding="utf-8")).get("calibration") if metrics.is_file() else None
+    if report and report.get("temperature") == config[CONFIG_KEY]:
+        return report
+    return {"temperature": config[CONFIG_KEY]}  # metrics.json was not written after it (a kill): T alone

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hf_indosent.metrics.scores import compute_metrics
+from hf_indosent.modeling.aspects import flatten
 from hf_indosent.training.setup import Run
 
 
@@ -37,22 +38,28 @@ def full_precision_forward(accelerator: Accelerator, model: torch.nn.Module) -> 
 
 @torch.no_grad()
 def evaluate(run: Run, loader: DataLoader, desc: str = "Evaluating") -> Scored:
-    """Loss and the four macro metrics over every example of ``loader`` exactly once, on all processes."""
+    """Loss and the four macro metrics over every example of ``loader`` exactly once, on all processes.
+
+    For an aspect model every (text, aspect) pair is one prediction (IndoNLU's flattened macro metrics; the
+    predictions, references and logits of :class:`Scored` are those pairs, text-major) and a text's loss is the sum of
+    its aspects' losses."""
     accelerator, model = run.accelerator, run.model
+    num_aspects = len(run.aspects) or 1
     model.eval()
     forward = full_precision_forward(accelerator, model)
     all_logits, references, losses = [], [], []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         labels = batch.pop("labels")
         logits = forward(**batch).logits.float()
-        loss = F.cross_entropy(logits, labels, reduction="none")
-        logits, refs, loss = accelerator.gather_for_metrics((logits, labels, loss))
+        rows, row_labels = flatten(logits, labels, num_aspects)
+        loss = F.cross_entropy(rows, row_labels, reduction="none").reshape(len(labels), -1).sum(1)
+        logits, refs, loss = accelerator.gather_for_metrics((logits, labels, loss))  # per text: exact remainders
         all_logits.append(logits)
         references.append(refs)
         losses.append(loss)
-    logits = torch.cat(all_logits)
-    preds, refs = logits.argmax(-1).tolist(), torch.cat(references).tolist()
+    logits, labels = flatten(torch.cat(all_logits), torch.cat(references), num_aspects)
+    preds, refs = logits.argmax(-1).tolist(), labels.tolist()
     metrics = compute_metrics(preds, refs, run.metric)
     metrics["loss"] = torch.cat(losses).mean().item()
-    metrics["num_examples"] = len(refs)
+    metrics["num_examples"] = len(refs) // num_aspects
     return Scored(metrics, preds, refs, logits.cpu())

@@ -12,7 +12,6 @@ steps in :mod:`hf_indosent.training.step`), evaluation (:func:`evaluate`) and sa
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -29,12 +28,19 @@ from hf_indosent.core.shell import command
 from hf_indosent.core.stopping import Interrupted, StopRequests
 from hf_indosent.data.arguments import DataArguments
 from hf_indosent.metrics.report import metrics_to_string, plot_confusion_matrix
-from hf_indosent.metrics.scores import compute_metrics, confusion, pairs_from_confusion, per_class_report
+from hf_indosent.metrics.scores import (
+    compute_metrics,
+    confusion,
+    pairs_from_confusion,
+    per_aspect_report,
+    per_class_report,
+)
+from hf_indosent.modeling.aspects import predicted_ids
 from hf_indosent.modeling.folders import CHECKPOINTS
 from hf_indosent.modeling.loading import BEST_DIR, load_classifier
 from hf_indosent.sharing.hub import HubPushError, push_to_hub
 from hf_indosent.training.arguments import FineTuneArguments, ModelArguments
-from hf_indosent.training.calibration import CONFIG_KEY, apply_temperature, calibration_report
+from hf_indosent.training.calibration import apply_temperature, calibration_report, earlier_calibration
 from hf_indosent.training.checkpoints import CheckpointClock, TrainState, save_checkpoint
 from hf_indosent.training.device_defaults import warn_if_few_cpu_threads
 from hf_indosent.training.evaluation import evaluate
@@ -70,13 +76,16 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
     progress.set_description(f"(Epoch {epochs})")
 
     def step(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        return forward_backward(accelerator, model, batch, run.class_weights, args.label_smoothing, args.focal_gamma)
+        return forward_backward(
+            accelerator, model, batch, run.class_weights, args.label_smoothing, args.focal_gamma, len(run.aspects) or 1
+        )
 
     def after_step(batch: dict[str, Any], result: tuple[torch.Tensor, torch.Tensor]) -> bool:
         loss, logits = result
         step_loss = accelerator.gather(loss.reshape(1)).mean()
-        preds, refs = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"]))
-        tally.add(step_loss, preds, refs, computed_masks(batch))
+        preds = predicted_ids(logits, len(run.aspects) or 1)
+        preds, refs = accelerator.gather_for_metrics((preds, batch["labels"]))
+        tally.add(step_loss, preds.reshape(-1), refs.reshape(-1), computed_masks(batch))  # aspects: every pair
         state.step_in_epoch += 1
         state.train_samples += len(refs)
         progress.update(1)
@@ -121,18 +130,6 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
 # Calibration
 
 
-def earlier_calibration(run_dir: Path) -> dict[str, Any] | None:
-    """The report of the calibration best/ already carries (its config records T), or None when it has none."""
-    config = json.loads((run_dir / BEST_DIR / "config.json").read_text(encoding="utf-8"))
-    if config.get(CONFIG_KEY) is None:
-        return None
-    metrics = run_dir / "metrics.json"
-    report = json.loads(metrics.read_text(encoding="utf-8")).get("calibration") if metrics.is_file() else None
-    if report and report.get("temperature") == config[CONFIG_KEY]:
-        return report
-    return {"temperature": config[CONFIG_KEY]}  # metrics.json was not written after it (a kill): T alone
-
-
 def calibrate_best(run: Run) -> dict[str, Any]:
     """Temperature scaling fitted on validation and baked into best/'s classifier layer (labels never change).
 
@@ -145,7 +142,7 @@ def calibrate_best(run: Run) -> dict[str, Any]:
         return earlier
     scored = evaluate(run, run.eval_loaders["validation"], desc="calibration (validation)")
     report = calibration_report(scored.logits.numpy(), scored.references)
-    apply_temperature(run.accelerator.unwrap_model(run.model), report["temperature"], len(run.label_names))
+    apply_temperature(run.accelerator.unwrap_model(run.model), report["temperature"])  # its config.num_labels
     save_best(run)
     run.say(
         f"Calibrated best/: temperature {report['temperature']:.3f}, validation ECE {report['ece_before']:.4f} -> "
@@ -203,6 +200,7 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
     state.epoch_sums = TrainState().epoch_sums
     score = validation[args.metric_for_best_model]
     per_class = per_class_report(preds, refs, run.label_names)  # in log.jsonl every epoch, metrics.json for the best
+    per_aspect = per_aspect_report(preds, refs, run.aspects, run.label_names, run.metric) if run.aspects else None
     improved = score > state.best_metric
     if improved:
         state.best_metric, state.best_epoch, state.epochs_without_improvement = score, epoch, 0
@@ -210,6 +208,7 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
             **validation,
             "per_class": per_class,
             "confusion": confusion(preds, refs, run.label_names),
+            **({"per_aspect": per_aspect} if per_aspect else {}),
         }
         save_best(run)
     else:
@@ -225,6 +224,11 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
             "train": train_metrics,
             "validation": validation,
             "validation_per_class": per_class,
+            **(
+                {"validation_per_aspect_f1": {name: row["f1"] for name, row in per_aspect.items()}}
+                if per_aspect
+                else {}
+            ),
             "is_best": improved,
         }
     )
@@ -239,7 +243,8 @@ def end_of_epoch(run: Run, state: TrainState, train_metrics: dict[str, float], l
 def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
     """metrics.json (best epoch, its validation metrics, calibration, test metrics when labelled), confusion matrix."""
     accelerator = run.accelerator
-    best = {key: value for key, value in state.best_validation.items() if key not in ("per_class", "confusion")}
+    details = ("per_class", "confusion", "per_aspect")
+    best = {key: value for key, value in state.best_validation.items() if key not in details}
     results: dict[str, Any] = {
         "best_epoch": state.best_epoch,
         "metric_for_best_model": run.args.metric_for_best_model,
@@ -249,6 +254,11 @@ def finish(run: Run, state: TrainState, stopped_early: bool) -> dict[str, Any]:
         "validation": best,
         "validation_per_class": state.best_validation.get("per_class"),
         "validation_confusion": state.best_validation.get("confusion"),
+        **(
+            {"aspects": list(run.aspects), "validation_per_aspect": state.best_validation.get("per_aspect")}
+            if run.aspects
+            else {}
+        ),
         "train_runtime_s": state.train_seconds,
         "train_samples_per_second": state.train_samples / state.train_seconds if state.train_seconds else None,
     }

@@ -27,7 +27,12 @@ def start_summary(facts: Mapping[str, Any]) -> str:
     return "\n".join(
         [
             f"Training {facts['model']} ({facts['parameters'] / 1e6:.1f}M parameters) on labels "
-            f"{', '.join(facts['labels'])}",
+            f"{', '.join(facts['labels'])}"
+            + (
+                f" for each of {len(facts['aspects'])} aspects ({', '.join(facts['aspects'])})"
+                if facts.get("aspects")
+                else ""
+            ),
             f"  data: {splits}",
             f"  steps: {facts['steps_per_epoch']:,} per epoch x up to {facts['epochs']} epoch(s), batch "
             f"{facts['batch_size']} per process x {facts['processes']} process(es)",

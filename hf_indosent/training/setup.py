@@ -27,8 +27,8 @@ from hf_indosent.core.arguments import ArgumentError
 from hf_indosent.core.files import check_output_folder, recover_dir
 from hf_indosent.core.stopping import StopRequests
 from hf_indosent.data.arguments import DataArguments
+from hf_indosent.data.builders import has_labels, label_columns
 from hf_indosent.data.loading import load_data
-from hf_indosent.data.parsing import NO_LABEL
 from hf_indosent.data.tokenization import LENGTH_COLUMN, build_collator, tokenize_dataset
 from hf_indosent.metrics.scores import load_metric
 from hf_indosent.modeling.loading import (
@@ -88,6 +88,7 @@ class Run:
     clock: CheckpointClock = field(default_factory=lambda: CheckpointClock(None))
     progress: tqdm | None = None  # one bar over all epochs, made by train()
     class_weights: torch.Tensor | None = None  # per label, for the training loss (--class_weights)
+    aspects: tuple[str, ...] = ()  # an aspect task's aspects, one head each (hf_indosent.modeling.aspects)
 
     def say(self, text: str) -> None:
         """Print on the main process without breaking the progress bar."""
@@ -198,14 +199,19 @@ def setup(
     set_seed(args.seed)
 
     dataset = load_data(data_args, accelerator)
-    label_names = dataset["train"].features["label"].names
-    class_weights = class_weights_of(args, dataset["train"]["label"], len(label_names))
+    columns = label_columns(dataset["train"])
+    aspects = () if columns == ["label"] else tuple(columns)  # an aspect task: one head per aspect
+    label_names = dataset["train"].features[columns[0]].names
+    train_labels = [label for column in columns for label in dataset["train"][column]]
+    class_weights = class_weights_of(args, train_labels, len(label_names))
     tokenizer = load_tokenizer(model_args.model_name_or_path, revision=model_args.revision)
     model = load_model(
         model_args.model_name_or_path,
         label_names,
         revision=model_args.revision,
         attn_implementation=model_args.attn_implementation,
+        aspects=aspects,
+        task=None if data_args.data_files else data_args.task,
     )
     unfit = unfit_for_packing(model) if defaults.packing else None  # the packing contract, before the first step
     if unfit:  # auto falls back to micro-batches (one line); --packing true is refused, before the old run is replaced
@@ -242,7 +248,7 @@ def setup(
         pin_memory=defaults.pin_memory,
     )
     eval_splits = ["validation"]
-    if "test" in tokenized and NO_LABEL not in dataset["test"]["label"]:
+    if "test" in tokenized and has_labels(dataset["test"]):
         eval_splits.append("test")
     eval_loaders = {
         split: make_loader(
@@ -288,6 +294,7 @@ def setup(
         run_dir=run_dir,
         args=args,
         class_weights=None if class_weights is None else torch.tensor(class_weights, device=accelerator.device),
+        aspects=aspects,
     )
     if accelerator.is_main_process:
         print(start_summary(run_facts(run, model_args, dataset, defaults)), flush=True)
@@ -307,6 +314,7 @@ def run_facts(run: Run, model_args: ModelArguments, dataset: datasets.DatasetDic
         "model": model_args.model_name_or_path,
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "labels": run.label_names,
+        "aspects": run.aspects,
         "splits": splits,
         "steps_per_epoch": len(run.train_loader),
         "epochs": args.num_train_epochs,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from hf_indosent.core.shell import resume_command
+from hf_indosent.modeling.aspects import flatten
 from hf_indosent.training.checkpoints import TrainState
 from hf_indosent.training.packing import packed_logits
 
@@ -66,6 +67,7 @@ def forward_backward(
     class_weights: torch.Tensor | None = None,
     label_smoothing: float = 0.0,
     focal_gamma: float = 0.0,
+    num_aspects: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward and backward every micro-batch of ``batch`` (see :class:`MicroBatchCollator`), or its one packed pass
     (see :class:`~hf_indosent.training.packing.PackedCollator`).
@@ -74,16 +76,22 @@ def forward_backward(
     batch. With ``class_weights`` the loss is the weighted cross-entropy (as ``F.cross_entropy(weight=...)`` over the
     whole batch: each part's weighted sum over the batch's total weight); ``label_smoothing`` is passed on to it as is,
     and ``focal_gamma`` > 0 makes it the focal loss (see :func:`summed_loss`).
+    An aspect model (``num_aspects`` > 1, labels ``(batch, aspects)``) has each (text, aspect) pair as one row of the
+    loss, which so is the sum of the per-aspect losses, per text (see :mod:`hf_indosent.modeling.aspects`).
     Processes synchronise gradients only on the last part. Returns the batch's mean loss and its logits in batch
     order (both detached).
     """
     labels = batch["labels"].to(accelerator.device)
-    total = float(len(labels)) if class_weights is None else class_weights[labels].sum()
+    total = float(len(labels)) if class_weights is None else class_weights[labels].sum() / num_aspects
+
+    def part_loss(logits: torch.Tensor, part_labels: torch.Tensor) -> torch.Tensor:
+        rows, row_labels = flatten(logits, part_labels, num_aspects)
+        return summed_loss(rows, row_labels, class_weights, label_smoothing, focal_gamma) / total
+
     if "packed" in batch:  # one padding-free pass (hf_indosent.training.packing); a single process, so nothing to sync
         with accelerator.autocast():
             logits = packed_logits(accelerator.unwrap_model(model), batch["packed"])
-        sorted_labels = batch["sorted_labels"].to(accelerator.device)
-        loss = summed_loss(logits, sorted_labels, class_weights, label_smoothing, focal_gamma) / total
+        loss = part_loss(logits, batch["sorted_labels"].to(accelerator.device))
         accelerator.backward(loss)
         return loss.detach().float(), logits.detach()[batch["restore"]]
     parts = batch["micro_batches"]
@@ -92,10 +100,9 @@ def forward_backward(
     for index, part in enumerate(parts):
         with nullcontext() if index == len(parts) - 1 else accelerator.no_sync(model):
             outputs = model(**{key: value for key, value in part.items() if key != "labels"})
-            part_loss = summed_loss(outputs.logits, part["labels"], class_weights, label_smoothing, focal_gamma)
-            part_loss = part_loss / total
-            accelerator.backward(part_loss)
-        loss += part_loss.detach().float()
+            this_loss = part_loss(outputs.logits, part["labels"])
+            accelerator.backward(this_loss)
+        loss += this_loss.detach().float()
         logits.append(outputs.logits.detach())
     return loss, torch.cat(logits)[batch["restore"]]
 
