@@ -52,7 +52,8 @@ from hf_indosent.core.arguments import ArgumentError
 from hf_indosent.data.arguments import DataArguments
 from hf_indosent.data.parsing import LABEL_NAMES
 from hf_indosent.inference.predictor import resolve_device
-from hf_indosent.modeling.loading import label_maps, load_tokenizer, resolve_model_path
+from hf_indosent.modeling.aspects import aspect_config
+from hf_indosent.modeling.loading import load_tokenizer, resolve_model_path
 from hf_indosent.training.arguments import ModelArguments
 from hf_indosent.training.setup import check_max_seq_len
 
@@ -217,8 +218,8 @@ def shape_config(shape: str, **overrides: Any) -> BertConfig:
     """A BERT classifier config of a known ``shape`` with SmSA's labels; ``overrides`` change single fields."""
     if shape not in MODEL_SHAPES:
         raise ValueError(f"model_shape={shape!r} is unknown: use one of {sorted(MODEL_SHAPES)}")
-    id2label, label2id = label_maps(LABEL_NAMES)
-    return BertConfig(**(MODEL_SHAPES[shape] | overrides), id2label=id2label, label2id=label2id)
+    labels = aspect_config((), LABEL_NAMES)
+    return BertConfig(**(MODEL_SHAPES[shape] | overrides), id2label=labels["id2label"], label2id=labels["label2id"])
 
 
 def build_shaped_model(shape: str, tokenizer_source: str, folder: str | Path, **overrides: Any) -> Path:

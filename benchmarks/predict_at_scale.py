@@ -107,12 +107,13 @@ def build_model(folder: Path) -> Path:
     from transformers import BertConfig, BertForSequenceClassification
 
     from hf_indosent.data.parsing import LABEL_NAMES
-    from hf_indosent.modeling.loading import label_maps, load_tokenizer
+    from hf_indosent.modeling.aspects import aspect_config
+    from hf_indosent.modeling.loading import load_tokenizer
 
     tokenizer = load_tokenizer(TOKENIZER_SOURCE)
-    id2label, label2id = label_maps(LABEL_NAMES)
+    labels = aspect_config((), LABEL_NAMES)
     shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-    config = BertConfig(vocab_size=len(tokenizer), id2label=id2label, label2id=label2id, **shape)
+    config = BertConfig(vocab_size=len(tokenizer), id2label=labels["id2label"], label2id=labels["label2id"], **shape)
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -189,7 +189,7 @@ def tiny_aspect_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     rows = make_aspect_rows(192, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(15):
+    for _ in range(40):  # fewer: every aspect of every text answers neutral (the majority label)
         for start in range(0, len(rows), 32):
             part = rows[start : start + 32]
             batch = tokenizer([row[0] for row in part], padding=True, return_tensors="pt")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hf_indosent.core.arguments import check, check_numbers
 from hf_indosent.core.files import input_file_error
+from hf_indosent.data.tasks import TASKS, get_task
 from hf_indosent.modeling.folders import backend_files, baseline_folder, resolve_model_source
 
 OUTPUT_FORMATS: dict[str, str] = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -22,6 +23,7 @@ DEFAULT_PIECE_SIZE = 10_000
 CPU_BATCH_TOKENS = 4096
 GPU_BATCH_TOKENS = 32768
 SPLIT_CHOICES = ("validation", "test")
+TASK_DEFAULT_HELP = f"one of {', '.join(TASKS)} (default: the one the model was fine-tuned on, else smsa)"
 DEFAULT_HOST = "127.0.0.1"
 """Where the demo listens unless told otherwise: this machine only."""
 BACKENDS = ("auto", "torch", "torch-bf16", "torch-int8", "onnx", "onnx-int8")
@@ -87,8 +89,9 @@ class InferenceArguments:
     int8_fallback_margin: float = field(
         default=INT8_FALLBACK_MARGIN,
         metadata={
-            "help": "onnx-int8: texts whose top two int8 probabilities are closer than this are computed again by "
-            "the export's fp32 model.onnx, so int8 keeps fp32's labels where they are close calls (default "
+            "help": "onnx-int8: texts whose top two int8 probabilities (an aspect model's: on any aspect) are "
+            "closer than this are computed again by the export's fp32 model.onnx, so int8 keeps fp32's labels where "
+            "they are close calls (default "
             f"{INT8_FALLBACK_MARGIN}: about 4%% of SmSA texts); 0 runs int8 alone."
         },
     )
@@ -161,13 +164,16 @@ class PredictArguments:
     submission: str | None = field(
         default=None,
         metadata={
-            "help": "Predict the SmSA test split and write the IndoNLU CodaLab file here (e.g. pred.txt), plus the "
-            "zip to upload next to it (pred.zip)."
+            "help": "Predict the (masked) test split of --task and write the IndoNLU CodaLab file here (e.g. "
+            "pred.txt), plus the zip to upload next to it (pred.zip)."
         },
+    )
+    task: str | None = field(
+        default=None, metadata={"help": f"With --submission: the IndoNLU task to submit, {TASK_DEFAULT_HELP}."}
     )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "With --submission: folder with the SmSA files (default: the pinned upstream files)."},
+        metadata={"help": "With --submission: folder with the task's files (default: the pinned upstream files)."},
     )
     dataset_cache_dir: str | None = field(
         default=None, metadata={"help": "With --submission: the `datasets` Arrow cache (default: HF_DATASETS_CACHE)."}
@@ -194,8 +200,11 @@ class PredictArguments:
                 raise ValueError(
                     f"--submission {self.submission!r}: name the prediction file (pred.txt); the zip is made next to it"
                 )
-        elif self.data_dir is not None:
-            raise ValueError("--data_dir is only used with --submission (to find the SmSA test split)")
+        elif self.data_dir is not None or self.task is not None:
+            option = "--data_dir" if self.data_dir is not None else "--task"
+            raise ValueError(f"{option} is only used with --submission (to find the task's test split)")
+        if self.task is not None:
+            get_task(self.task)  # an unknown name is refused now, with the near miss
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise ValueError(f"--data_dir {self.data_dir!r} is not a folder: check the path")
         if self.format is not None and self.format not in OUTPUT_FORMATS.values():
@@ -239,13 +248,23 @@ class PredictArguments:
 
 @dataclass
 class EvaluateArguments:
-    split: str = field(default="validation", metadata={"help": "SmSA split to score: 'validation' or 'test'."})
+    task: str | None = field(
+        default=None,
+        metadata={
+            "help": f"IndoNLU task whose split is scored, {TASK_DEFAULT_HELP}; with --file, the task the model must "
+            "be of."
+        },
+    )
+    split: str = field(default="validation", metadata={"help": "Split of --task to score: 'validation' or 'test'."})
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Folder with the SmSA files (default: the pinned upstream files, labelled test included)."},
+        metadata={
+            "help": "Folder with the task's files (default: the pinned upstream files; SmSA's labelled test included)."
+        },
     )
     file: str | None = field(
-        default=None, metadata={"help": "Score your own labelled file (.tsv or .csv) instead of an SmSA split."}
+        default=None,
+        metadata={"help": "Score your own labelled file (.tsv or .csv, one label per text) instead of a task's split."},
     )
     text_column: str = field(default="text", metadata={"help": "Text column of --file."})
     label_column: str = field(default="label", metadata={"help": "Label column of --file (the model's label names)."})
@@ -261,7 +280,13 @@ class EvaluateArguments:
         if self.split not in SPLIT_CHOICES:
             raise ValueError(f"--split {self.split!r} is unknown: use one of {list(SPLIT_CHOICES)}")
         if self.file is not None and self.data_dir is not None:
-            raise ValueError("--file and --data_dir were both given: score either your file or an SmSA split")
+            raise ValueError("--file and --data_dir were both given: score either your file or a task's split")
+        task = get_task(self.task) if self.task is not None else None  # an unknown name is refused with the near miss
+        if task is not None and task.is_aspect_based and self.file is not None:
+            raise ValueError(
+                f"--file holds one label per text, but {task.title} has one per aspect: score its split with "
+                "--data_dir (a folder with its upstream files), or drop --file"
+            )
         if self.file is not None and (problem := input_file_error(self.file, "--file")):
             raise ValueError(problem)
         if self.data_dir is not None and not Path(self.data_dir).is_dir():

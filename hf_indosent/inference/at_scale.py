@@ -41,9 +41,10 @@ from tqdm.auto import tqdm
 from hf_indosent.core.files import atomic_path
 from hf_indosent.inference.arguments import InferenceArguments, PredictArguments
 from hf_indosent.inference.inputs import InputSource, open_input
+from hf_indosent.inference.model_task import model_labels
 from hf_indosent.inference.outputs import concatenate_tables, result_columns, result_table, write_table
 from hf_indosent.inference.predictor import Predictor, model_identity, resolve_backend, resolve_device
-from hf_indosent.modeling.loading import baseline_folder, label_names_of
+from hf_indosent.modeling.loading import baseline_folder
 
 WORK_SUFFIX = ".parts"
 MANIFEST = "manifest.json"
@@ -104,10 +105,9 @@ def run_piecewise(inference: InferenceArguments, args: PredictArguments) -> dict
     model_path, backend = resolve_backend(inference.model, inference.backend, str(device))
     source = open_input(args.file, args.text_column, dataset=args.dataset, split=args.split)
     output = Path(args.output)
+    aspects, label_names, _ = model_labels(model_path, inference.revision)
     columns = result_columns(
-        label_names_of(model_path, inference.revision),
-        include_text=args.text_in_output,
-        include_scores=args.scores_in_output,
+        label_names, include_text=args.text_in_output, include_scores=args.scores_in_output, aspects=aspects
     )
     layout = Layout(output, output.with_name(output.name + WORK_SUFFIX), args.output_format, columns, args.piece_size)
     manifest = {

@@ -13,6 +13,7 @@ import transformers
 from transformers import PreTrainedModel, TextClassificationPipeline
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from hf_indosent.modeling.aspects import aspect_scores, aspects_of
 from hf_indosent.modeling.folders import (
     ONNX_BACKEND_FILES,
     ONNX_FILE,
@@ -50,7 +51,8 @@ class OnnxSequenceClassifier(PreTrainedModel):
 
     With a ``fallback`` session (the fp32 export behind an int8 one), the texts of a batch whose top two probabilities
     are closer than ``fallback_margin`` are run again by it and take its logits: int8 changes labels almost only on
-    such close calls, and they are few. ``rechecked`` and ``seen`` count those texts and all texts.
+    such close calls, and they are few. For an aspect model the probabilities are each aspect's own softmax, and a
+    text is a close call when any of its aspects is. ``rechecked`` and ``seen`` count those texts and all texts.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class OnnxSequenceClassifier(PreTrainedModel):
         self.fallback = fallback
         self.fallback_margin = fallback_margin
         self.input_names = [item.name for item in session.get_inputs()]
+        self.num_aspects = len(aspects_of(config)) or 1  # a single-label model: one head
         self.rechecked = 0
         self.seen = 0
 
@@ -82,9 +85,10 @@ class OnnxSequenceClassifier(PreTrainedModel):
         (logits,) = self.session.run(["logits"], feed)
         logits = torch.from_numpy(logits)
         self.seen += len(logits)
-        if self.fallback is not None and logits.shape[-1] > 1:
-            top = logits.float().softmax(dim=-1).topk(2, dim=-1).values
-            close = ((top[:, 0] - top[:, 1]) < self.fallback_margin).nonzero().squeeze(1).numpy()
+        if self.fallback is not None and logits.shape[-1] > self.num_aspects:  # more than one label per head
+            top = aspect_scores(logits, self.num_aspects).topk(2, dim=-1).values  # (batch, heads, 2)
+            margins = (top[..., 0] - top[..., 1]).amin(dim=-1)
+            close = (margins < self.fallback_margin).nonzero().squeeze(1).numpy()
             if len(close):
                 (exact,) = self.fallback.run(["logits"], {name: value[close] for name, value in feed.items()})
                 logits[close] = torch.from_numpy(exact)

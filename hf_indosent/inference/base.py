@@ -20,6 +20,8 @@ class ChunkedPredictor:
     label_names: list[str]
     max_length: int | None
     chunk_size: int
+    task: str | None = None
+    """The IndoNLU task the model was fine-tuned on, when its folder records one (``None``: not recorded)."""
     aspects: tuple[str, ...] = ()
     """An aspect model's aspects (CASA, HoASA), one head each over ``label_names``; empty: one label per text.
 

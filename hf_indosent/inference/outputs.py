@@ -18,6 +18,12 @@ import pyarrow.parquet as pq
 
 from hf_indosent.core.files import atomic_path
 from hf_indosent.inference.inputs import MIB, shown_text
+from hf_indosent.modeling.aspects import ASPECTS_KEY
+
+RESERVED_COLUMNS = ("index", "text", "label", "score", "error")
+"""Result columns of their own, which no aspect may be named."""
+SCORE_SUFFIX = "_score"
+"""``<aspect>_score``: the probability of the label predicted for that aspect."""
 
 
 def reader_gone(handle: IO[str]) -> bool:
@@ -36,17 +42,31 @@ def reader_gone(handle: IO[str]) -> bool:
 
 
 class ResultWriter:
-    """Writes ``index, text, label, score per label, error`` rows as CSV or JSON Lines, one row at a time."""
+    """Writes ``index, text, label, score per label, error`` rows as CSV or JSON Lines, one row at a time; for an
+    aspect model, the flat rows of :func:`result_columns` (each aspect's label and score), as piece-wise tables hold."""
 
-    def __init__(self, handle: IO[str], output_format: str, label_names: Sequence[str]) -> None:
+    def __init__(
+        self, handle: IO[str], output_format: str, label_names: Sequence[str], aspects: Sequence[str] = ()
+    ) -> None:
         self.handle = handle
         self.format = output_format
         self.label_names = list(label_names)
+        self.aspect_columns = (
+            result_columns(label_names, include_text=True, include_scores=True, aspects=aspects) if aspects else []
+        )
         if output_format == "csv":
             self.csv = csv.writer(handle, lineterminator="\n")
-            self.csv.writerow(["index", "text", "label", *[f"score_{name}" for name in self.label_names], "error"])
+            scores = [f"score_{name}" for name in self.label_names]
+            self.csv.writerow(self.aspect_columns or ["index", "text", "label", *scores, "error"])
 
     def write(self, index: int, row: Any, result: dict[str, Any]) -> None:
+        if self.aspect_columns:
+            cells = {column: _cell(column, index, row, result) for column in self.aspect_columns}
+            if self.format == "jsonl":
+                self.handle.write(json.dumps(cells, ensure_ascii=False) + "\n")
+            else:
+                self.csv.writerow("" if value is None else value for value in cells.values())
+            return
         text = shown_text(row)
         if self.format == "jsonl":
             self.handle.write(json.dumps({"index": index, "text": text, **result}, ensure_ascii=False) + "\n")
@@ -57,25 +77,56 @@ class ResultWriter:
         )
 
 
-def result_columns(label_names: Sequence[str], *, include_text: bool, include_scores: bool) -> list[str]:
-    """Columns of a result table: ``index``, [``text``], ``label``, ``score`` (the top one), [``score_<label>``...],
-    ``error``."""
+def is_score_column(column: str) -> bool:
+    """Whether a result column holds probabilities: ``score``, ``score_<label>`` or ``<aspect>_score``."""
+    return column == "score" or column.startswith("score_") or column.endswith(SCORE_SUFFIX)
+
+
+def result_columns(
+    label_names: Sequence[str], *, include_text: bool, include_scores: bool, aspects: Sequence[str] = ()
+) -> list[str]:
+    """Columns of a result table: ``index``, [``text``], then ``label``, ``score`` (the top one), [``score_<label>``...]
+    or, for an aspect model, each aspect's label under its name [and ``<aspect>_score``, that label's probability];
+    then ``error``."""
     texts = ["text"] if include_text else []
-    scores = [f"score_{name}" for name in label_names] if include_scores else []
-    return ["index", *texts, "label", "score", *scores, "error"]
+    if not aspects:
+        scores = [f"score_{name}" for name in label_names] if include_scores else []
+        return ["index", *texts, "label", "score", *scores, "error"]
+    clashes = [aspect for aspect in aspects if aspect in RESERVED_COLUMNS or is_score_column(aspect)]
+    if clashes:
+        raise ValueError(
+            f"the model's aspects {clashes} would be taken for predict's own columns ({', '.join(RESERVED_COLUMNS)}, "
+            f"score_*, *{SCORE_SUFFIX}): rename them in its config.json {ASPECTS_KEY!r}"
+        )
+    answers: list[str] = []
+    for aspect in aspects:
+        answers += [aspect, aspect + SCORE_SUFFIX] if include_scores else [aspect]
+    return ["index", *texts, *answers, "error"]
 
 
 def _cell(column: str, index: int, row: Any, result: Mapping[str, Any]) -> Any:
-    scores = result["scores"]
     if column == "index":
         return index
     if column == "text":
         return shown_text(row)
+    if column in ("label", "error"):
+        return result[column]
+    scores = result.get("scores")
     if column == "score":
         return max(scores.values()) if scores else None
     if column.startswith("score_"):
         return scores[column.removeprefix("score_")] if scores else None
-    return result[column]
+    return _aspect_cell(column, result.get("aspects"))
+
+
+def _aspect_cell(column: str, aspects: Mapping[str, Any] | None) -> Any:
+    """An aspect's label, or (``<aspect>_score``) that label's probability; nothing for an error row."""
+    if aspects is None:
+        return None
+    if column.endswith(SCORE_SUFFIX):
+        answer = aspects[column.removesuffix(SCORE_SUFFIX)]
+        return answer["scores"][answer["label"]]
+    return aspects[column]["label"]
 
 
 def result_table(
@@ -91,7 +142,7 @@ def result_table(
 
 def _arrow_schema(columns: Sequence[str]) -> pa.Schema:
     def kind(column: str) -> pa.DataType:
-        return pa.int64() if column == "index" else pa.float64() if column.startswith("score") else pa.string()
+        return pa.int64() if column == "index" else pa.float64() if is_score_column(column) else pa.string()
 
     return pa.schema([(column, kind(column)) for column in columns])
 

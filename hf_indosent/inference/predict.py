@@ -7,45 +7,20 @@ import errno
 import itertools
 import logging
 import sys
-import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from hf_indosent.core.files import atomic_path, check_output_file, check_output_spares_inputs
-from hf_indosent.data.parsing import LABEL_NAMES
-from hf_indosent.data.smsa import load_smsa
-from hf_indosent.inference.arguments import (
-    InferenceArguments,
-    PredictArguments,
-)
+from hf_indosent.data.indonlu import load_task
+from hf_indosent.inference.arguments import InferenceArguments, PredictArguments
 from hf_indosent.inference.inputs import open_input, read_lines
+from hf_indosent.inference.model_task import predictor_task
 from hf_indosent.inference.outputs import ResultWriter, reader_gone
-from hf_indosent.inference.predictor import Predictor, load_predictor
+from hf_indosent.inference.predictor import load_predictor
+from hf_indosent.inference.submission import write_submission
 
 logger = logging.getLogger(__name__)
-
-
-SUBMISSION_MEMBER = "pred.txt"
-"""File name the IndoNLU CodaLab portal expects inside the submission zip."""
-
-
-def write_submission(predictor: Predictor, texts: Iterable[str], path: str | Path) -> tuple[Path, Path]:
-    """The IndoNLU CodaLab format: ``index,label`` in test-file order, plus the zip (holding ``pred.txt``) to upload."""
-    if sorted(predictor.label_names) != sorted(LABEL_NAMES):
-        raise ValueError(
-            f"the IndoNLU submission needs SmSA's labels {list(LABEL_NAMES)}, but the model predicts "
-            f"{predictor.label_names}: use a model fine-tuned on SmSA"
-        )
-    path = Path(path)
-    with atomic_path(path) as temp, open(temp, "w", encoding="utf-8", newline="") as handle:
-        handle.write("index,label\n")
-        for index, result in enumerate(predictor.stream(texts)):
-            handle.write(f"{index},{result['label']}\n")
-    archive = path.with_suffix(".zip")
-    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
-        bundle.write(path, arcname=SUBMISSION_MEMBER)
-    return path, archive
 
 
 def input_rows(args: PredictArguments) -> Iterator[Any]:
@@ -89,9 +64,12 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
     rows = input_rows(args) if args.submission is None else None  # an unreadable file: refused before the model loads
     predictor = load_predictor(inference)
     if rows is None:
-        test = load_smsa(data_dir=args.data_dir, cache_dir=args.dataset_cache_dir)["test"]
-        path, archive = write_submission(predictor, test["text"], args.submission)
-        logger.info("wrote %s (%d rows) and %s for the IndoNLU CodaLab portal", path, test.num_rows, archive)
+        task = predictor_task(args.task, predictor)  # a model of another task is refused before the data loads
+        test = load_task(task, args.data_dir, cache_dir=args.dataset_cache_dir)["test"]
+        path, archive = write_submission(predictor, task, test["text"], args.submission)
+        logger.info(
+            "wrote %s (%d rows) and %s for the IndoNLU CodaLab portal (%s)", path, test.num_rows, archive, task.title
+        )
         return {"rows": test.num_rows, "errors": 0}
 
     counts = {"rows": 0, "errors": 0}
@@ -102,7 +80,7 @@ def run_predict(inference: InferenceArguments, args: PredictArguments) -> dict[s
             handle = stack.enter_context(open(temp, "w", encoding="utf-8", newline=""))
         else:
             predictor.before_batch = stop_when_reader_gone(handle)
-        writer = ResultWriter(handle, args.output_format, predictor.label_names)
+        writer = ResultWriter(handle, args.output_format, predictor.label_names, predictor.aspects)
         rows_a, rows_b = itertools.tee(rows)
         for index, (row, result) in enumerate(zip(rows_a, predictor.stream(rows_b), strict=True)):
             writer.write(index, row, result)

@@ -5,7 +5,8 @@ truncated at an explicit max length, so texts longer than the model accepts neve
 pipeline is fed: input is read in chunks (memory stays bounded on huge files), each chunk is sorted by token length
 and cut into batches of similar lengths (little padding), and the input order is restored before anything is returned.
 On the CPU, a backend (:mod:`hf_indosent.inference.export`: int8 PyTorch, or ONNX Runtime on an exported folder) can
-replace the model inside the pipeline; everything else here stays the same.
+replace the model inside the pipeline; everything else here stays the same. An aspect model (CASA, HoASA: one head
+per aspect, see :mod:`hf_indosent.modeling.aspects`) is answered with a softmax per aspect instead of the pipeline's.
 
 Bad input never shifts rows. Empty or whitespace-only texts, non-strings, undecodable lines, texts that are not valid
 Unicode (:func:`hf_indosent.inference.inputs.text_problem`) and any text the tokenizer still refuses get an output row
@@ -43,10 +44,12 @@ from hf_indosent.inference.arguments import (
 from hf_indosent.inference.backends import auto_backend, pipeline_model, quantize_linear_layers
 from hf_indosent.inference.base import ChunkedPredictor, error_result, input_error
 from hf_indosent.inference.inputs import arrow_values
-from hf_indosent.inference.outputs import result_columns, result_table
+from hf_indosent.inference.model_task import model_labels
+from hf_indosent.inference.outputs import is_score_column, result_columns, result_table
+from hf_indosent.modeling.aspects import aspect_scores
 from hf_indosent.modeling.devices import bf16_matmul_speedup
 from hf_indosent.modeling.folders import backend_files
-from hf_indosent.modeling.loading import baseline_folder, label_names_of, max_positions, resolve_model_source
+from hf_indosent.modeling.loading import baseline_folder, max_positions, resolve_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +108,14 @@ class Predictor(ChunkedPredictor):
     ``batch_size`` texts and ``max_batch_tokens`` padded tokens: short texts share large batches, long ones small
     ones, and hardly any padding is computed. ``backend`` only changes the model inside the pipeline (see
     :mod:`hf_indosent.inference.export`); ``auto`` runs an exported folder with ONNX Runtime and anything else with
-    PyTorch.
+    PyTorch. An aspect model's answers are per aspect (see :attr:`ChunkedPredictor.aspects`).
 
     Load once, call often (``predictor(texts)`` or ``predictor.stream(rows)``); :func:`predict` does both in one go.
     """
+
+    aspect_scores = staticmethod(aspect_scores)
+    """How an aspect model's logits become its answers (a softmax per aspect); a view of the predictor may swap it
+    (the server's ``raw_scores`` answers the logits)."""
 
     def __init__(
         self,
@@ -127,7 +134,7 @@ class Predictor(ChunkedPredictor):
         check_fallback_margin(int8_fallback_margin)
         self.model_path, self.backend = resolve_backend(model, backend, device)
         self.revision = revision
-        self.label_names = label_names_of(self.model_path, revision)
+        self.aspects, self.label_names, self.task = model_labels(self.model_path, revision)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
         self.int8_fallback_margin = int8_fallback_margin if self.backend == "onnx-int8" else 0.0
@@ -231,6 +238,8 @@ class Predictor(ChunkedPredictor):
         )
         with torch.inference_mode(), self._precision():
             logits = self.pipe.forward(inputs)["logits"].float()
+        if self.aspects:
+            return [self._aspect_result(row) for row in self.aspect_scores(logits, len(self.aspects)).tolist()]
         results = []
         for row in range(len(texts)):
             # top_k=None without sorting: one {"label", "score"} per label, in id order.
@@ -240,6 +249,15 @@ class Predictor(ChunkedPredictor):
                 {"label": best["label"], "scores": {item["label"]: item["score"] for item in scores}, "error": None}
             )
         return results
+
+    def _aspect_result(self, probabilities: list[list[float]]) -> dict[str, Any]:
+        """One text's answer from its ``(aspects, labels)`` probabilities: each aspect's label and its own softmax
+        (the pipeline's postprocessing would softmax every aspect's outputs together)."""
+        aspects = {}
+        for aspect, row in zip(self.aspects, probabilities, strict=True):
+            scores = dict(zip(self.label_names, row, strict=True))
+            aspects[aspect] = {"label": max(scores, key=scores.__getitem__), "scores": scores}
+        return {"aspects": aspects, "error": None}
 
     def _token_lengths(self, texts: dict[int, str]) -> dict[int, int | str]:
         """Position -> token count of each text, or why the tokenizer refuses it. The texts go to the tokenizer
@@ -287,9 +305,10 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Classify ``texts`` with a saved model (folder, run folder or Hub id) or an already loaded :class:`Predictor`.
 
-    Returns one ``{"label": name, "scores": {name: probability, ...}, "error": None}`` per input, in input order.
-    Inputs that are empty, whitespace-only or not strings get ``label=None`` and an ``error`` instead of a crash, so
-    results always line up with inputs. A single string is treated as a list of one text.
+    Returns one ``{"label": name, "scores": {name: probability, ...}, "error": None}`` per input, in input order (an
+    aspect model's: ``{"aspects": {aspect: {"label", "scores"}}, "error": None}``). Inputs that are empty,
+    whitespace-only or not strings get ``label=None`` and an ``error`` instead of a crash, so results always line up
+    with inputs. A single string is treated as a list of one text.
     """
     settings = {"max_batch_tokens": max_batch_tokens, "device": device, "max_length": max_length, "revision": revision}
     return _loaded(model, batch_size=batch_size, **settings)(texts)
@@ -313,7 +332,9 @@ def predict_dataset(
     revision: str | None = None,
 ) -> datasets.Dataset:
     """``dataset`` with the predictions of its ``text_column`` added: ``{prefix}label``, ``{prefix}score`` (the top
-    one), ``{prefix}score_<label>`` per label (``include_scores``) and ``{prefix}error``, row for row.
+    one), ``{prefix}score_<label>`` per label (``include_scores``) and ``{prefix}error``, row for row; for an aspect
+    model ``{prefix}<aspect>`` (its label) and ``{prefix}<aspect>_score`` (``include_scores``) per aspect instead of
+    the label and scores.
 
     ``dataset.map`` hands the :class:`Predictor` ``chunk_size`` rows at a time (sorted by length inside, as in
     :func:`predict`), and a dataset on disk gets its result cached on disk too, under a fingerprint of the data, the
@@ -321,7 +342,9 @@ def predict_dataset(
     """
     settings = {"max_batch_tokens": max_batch_tokens, "device": device, "max_length": max_length, "revision": revision}
     predictor = _loaded(model, batch_size=batch_size, **settings)
-    columns = result_columns(predictor.label_names, include_text=False, include_scores=include_scores)[1:]
+    columns = result_columns(
+        predictor.label_names, include_text=False, include_scores=include_scores, aspects=predictor.aspects
+    )[1:]
     if text_column not in dataset.column_names:
         raise ValueError(f"the dataset has no column {text_column!r} (it has {dataset.column_names}): set text_column")
     clashes = [prefix + column for column in columns if prefix + column in dataset.column_names]
@@ -329,7 +352,7 @@ def predict_dataset(
         raise ValueError(f"the dataset already has the columns {clashes}: pass another prefix than {prefix!r}")
     features = dataset.features.copy()
     for column in columns:
-        features[prefix + column] = datasets.Value("float64" if column.startswith("score") else "string")
+        features[prefix + column] = datasets.Value("float64" if is_score_column(column) else "string")
 
     def label(arrow_texts: Any) -> dict[str, list[Any]]:
         texts = arrow_values(arrow_texts)  # read from Arrow here: a string that is not UTF-8 fails its row, not the map
@@ -368,11 +391,3 @@ def model_identity(model_path: str, revision: str | None) -> dict[str, Any]:
     if Path(model_path).is_dir():
         return {"path": str(Path(model_path).resolve()), "files": folder_fingerprint(model_path)}
     return {"hub_model": model_path, "revision": revision}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Writing results
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line
