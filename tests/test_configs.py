@@ -9,22 +9,29 @@ import yaml
 
 from hf_indosent.core.arguments import parse_args
 from hf_indosent.data.arguments import DataArguments
+from hf_indosent.inference.arguments import BaselineArguments
 from hf_indosent.training.arguments import AdaptArguments, FineTuneArguments, ModelArguments
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-ADAPT_RECIPES = {
-    "smsa-minilm-adapt.yaml",
-    "smsa-minilm-adapt-more.yaml",
-    "smsa-minilm-adapt-vocab.yaml",
-    "smsa-indobert-base-p1-adapt.yaml",
-}
+ADAPT_RECIPES = {path.name for path in CONFIGS.glob("*.yaml") if "adapt" in path.stem.split("-")}
+"""``hf-indosent adapt`` recipes: ``smsa-minilm-adapt.yaml``, ``casa-minilm-adapt-vocab.yaml``, ... (not ``-tapt``)."""
+FAMILY = ("emot", "casa", "hoasa")
+"""IndoNLU's sentiment tasks beside SmSA (issue 31): each has an IndoBERT, an offline MiniLM and a baseline recipe."""
+BASELINE_RECIPES = {f"{task}-baseline.yaml" for task in FAMILY}
+
+
+def command_of(name: str) -> tuple[type, ...]:
+    """The argument classes of the command a recipe is for: adapt, baseline or train."""
+    if name in ADAPT_RECIPES:
+        return (DataArguments, AdaptArguments)
+    if name in BASELINE_RECIPES:
+        return (DataArguments, BaselineArguments)
+    return (ModelArguments, DataArguments, FineTuneArguments)
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.yaml")))
 def test_every_recipe_parses_with_its_command(name):
-    classes = (
-        (DataArguments, AdaptArguments) if name in ADAPT_RECIPES else (ModelArguments, DataArguments, FineTuneArguments)
-    )
+    classes = command_of(name)
     parsed = parse_args(classes, ["--config", str(CONFIGS / name)])
     assert len(parsed) == len(classes)
 
@@ -76,3 +83,41 @@ def test_second_indobert_recipe_is_the_tutorials_fine_tuning_from_the_adapted_in
     assert adapt["model_name_or_path"] == tutorial["model_name_or_path"]
     assert tapt["model_name_or_path"] == adapt["output_dir"]
     assert {key for key in tutorial if tutorial[key] != tapt.get(key)} == {"model_name_or_path", "output_dir"}
+
+
+def recipe(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / name).read_text())
+
+
+@pytest.mark.parametrize("task", FAMILY)
+def test_every_task_recipe_reads_its_task_from_the_local_copy(task):
+    for kind in ("indobert-base-p1", "minilm-offline", "baseline"):
+        name = f"{task}-{kind}.yaml"
+        parsed = {type(args): args for args in parse_args(command_of(name), ["--config", str(CONFIGS / name)])}
+        data = parsed[DataArguments]
+        assert (data.task, data.data_dir) == (task, f"../shared/indonlu/{task}"), name
+        assert recipe(name)["output_dir"] == f"outputs/{task}-{kind}", name
+    assert parsed[BaselineArguments].C is None  # the baseline picks C on validation
+
+
+@pytest.mark.parametrize(
+    ("task", "notebook"),
+    [("emot", (3e-6, 5, 32)), ("casa", (5e-6, 5, 16)), ("hoasa", (5e-6, 5, 16))],  # HoASA: CASA's notebook
+)
+def test_indobert_task_recipes_are_indonlus_notebooks_on_the_smsa_recipes_loop(task, notebook):
+    """IndoNLU's examples/finetune_emot.ipynb and finetune_casa.ipynb (lr, epochs, batch) on the SmSA recipe's loop."""
+    smsa, ours = recipe("smsa-indobert-base-p1.yaml"), recipe(f"{task}-indobert-base-p1.yaml")
+    assert (ours["learning_rate"], ours["num_train_epochs"], ours["per_device_train_batch_size"]) == notebook
+    different = {key for key in set(smsa) | set(ours) if smsa.get(key) != ours.get(key)}
+    assert different <= {"task", "data_dir", "output_dir", "learning_rate", "per_device_train_batch_size"}
+
+
+@pytest.mark.parametrize("task", FAMILY)
+def test_offline_task_recipes_are_the_vocabulary_recipes_without_adaptation_and_focal_loss(task):
+    """As on SmSA (plain MiniLM, then adapted, then with focal loss), each step changes one thing: the offline recipe
+    fine-tunes the packaged MiniLM with the task's schedule of ``<task>-minilm-vocab-tapt.yaml``, cross-entropy."""
+    offline, vocab_tapt = recipe(f"{task}-minilm-offline.yaml"), recipe(f"{task}-minilm-vocab-tapt.yaml")
+    smsa = recipe("smsa-minilm-offline.yaml")
+    assert offline["model_name_or_path"] == smsa["model_name_or_path"] and "focal_gamma" not in offline
+    different = {key for key in set(offline) | set(vocab_tapt) if offline.get(key) != vocab_tapt.get(key)}
+    assert different == {"adapt_config", "focal_gamma", "model_name_or_path", "output_dir"}
