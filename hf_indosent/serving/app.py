@@ -44,7 +44,7 @@ from hf_indosent.serving.arguments import SERVE_CPU_BATCH_TOKENS, ServeArguments
 from hf_indosent.serving.batcher import DEFAULT_PASS_TEXTS, Batcher, Rows
 from hf_indosent.serving.metrics import INSTALL_HINT, ServeMetrics
 from hf_indosent.serving.model import ServedModel
-from hf_indosent.serving.protocol import PredictRequest, RequestError, parse_predict_request, predictions
+from hf_indosent.serving.protocol import PredictRequest, RequestError, parse_predict_request, text_answer
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("hf_indosent.serving.access")
@@ -212,7 +212,7 @@ class Service:
             request.state.texts = len(parsed.texts)
             with self.admission.texts_of(len(parsed.texts)):  # all its permits or 429, never a wait
                 rows, timings = await self.predict(parsed)
-        answers = [predictions(row["scores"]) for row in rows]
+        answers = [text_answer(row) for row in rows]
         total_s = time.perf_counter() - started
         self.metrics.timings(total_s, timings["tokenization"], timings["queue"], timings["inference"])
         headers = {

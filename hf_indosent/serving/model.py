@@ -10,7 +10,9 @@ truncation and the scores are the Predictor's, so the service answers what ``pre
   whose ``pipe`` is the same pipeline with ``postprocess(function_to_apply="none")`` or a left-truncating tokenizer.
   That relies on the Predictor doing its work through ``pipe.tokenizer``/``pipe.forward``/``pipe.postprocess``, as
   its docstring says, so warm-up checks it (the pipeline's own softmax of the raw view's scores must give the plain
-  scores); should it fail, those two options answer 422 and everything else works on;
+  scores); should it fail, those two options answer 422 and everything else works on. An aspect model's Predictor
+  scores each aspect with its ``aspect_scores`` (a softmax per aspect, not the pipeline's): its raw view swaps that
+  for :func:`~hf_indosent.modeling.aspects.per_aspect` (the logits), checked the same way;
 - warm-up before the service reports ready, and what ``/info`` shows.
 """
 
@@ -30,6 +32,7 @@ import torch
 from hf_indosent.inference.arguments import CPU_BATCH_TOKENS
 from hf_indosent.inference.base import ChunkedPredictor
 from hf_indosent.inference.predictor import model_identity
+from hf_indosent.modeling.aspects import ASPECT_LABELS_KEY, ASPECTS_KEY, aspect_scores, flat_label_names, per_aspect
 from hf_indosent.modeling.folders import short_reason
 from hf_indosent.serving.protocol import TRUNCATION_SIDES, RequestError
 
@@ -75,7 +78,12 @@ class ServedModel:
 
     @property
     def label_names(self) -> list[str]:
+        """The labels of each answer: of the text, or of each aspect for an aspect model."""
         return self.predictor.label_names
+
+    @property
+    def aspects(self) -> tuple[str, ...]:
+        return self.predictor.aspects
 
     @property
     def max_length(self) -> int | None:
@@ -146,18 +154,29 @@ class ServedModel:
     def _view(self, tokenizer: Any, raw_scores: bool) -> ChunkedPredictor:
         view = copy.copy(self.predictor)
         view.pipe = PipelineView(self.pipe, tokenizer, "none" if raw_scores else None)
+        if raw_scores and self.aspects:
+            view.aspect_scores = per_aspect  # the logits, (batch, A, L), where the Predictor softmaxes each aspect
         return view
 
     def _raw_view_agrees(self, plain: list[dict[str, Any]], raw: list[dict[str, Any]]) -> bool:
-        """The pipeline's own score function applied to the raw view's logits must give the plain scores."""
+        """The plain score function applied to the raw view's logits must give the plain scores, head by head."""
         for plain_row, raw_row in zip(plain, raw, strict=True):
-            logits = torch.tensor([[raw_row["scores"][name] for name in self.label_names]])
-            for item in self.pipe.postprocess({"logits": logits}, top_k=None):
-                if not math.isclose(item["score"], plain_row["scores"][item["label"]], abs_tol=SCORE_TOLERANCE):
-                    return False
-            if raw_row["scores"] == plain_row["scores"]:
+            plain_heads, raw_heads = head_scores(plain_row), head_scores(raw_row)
+            if raw_heads == plain_heads:
                 return False
+            for plain_scores, raw_scores in zip(plain_heads, raw_heads, strict=True):
+                logits = torch.tensor([[raw_scores[name] for name in self.label_names]])
+                for label, score in self._probabilities(logits).items():
+                    if not math.isclose(score, plain_scores[label], abs_tol=SCORE_TOLERANCE):
+                        return False
         return True
+
+    def _probabilities(self, logits: torch.Tensor) -> dict[str, float]:
+        """One head's ``(1, L)`` logits scored as the plain view scores them: the pipeline's own function, or an
+        aspect model's softmax per aspect."""
+        if self.aspects:
+            return dict(zip(self.label_names, aspect_scores(logits, 1)[0, 0].tolist(), strict=True))
+        return {item["label"]: item["score"] for item in self.pipe.postprocess({"logits": logits}, top_k=None)}
 
     def model_sha(self) -> str | None:
         """The Hub revision, or for a local folder a digest of its files' fingerprints (changes with any file)."""
@@ -166,6 +185,18 @@ class ServedModel:
             return self.revision
         identity = json.dumps(model_identity(path, self.revision), sort_keys=True, default=str)
         return hashlib.sha256(identity.encode()).hexdigest()
+
+    def classifier_info(self) -> dict[str, Any]:
+        """TEI's ``model_type.classifier``: the model's outputs (an aspect model's are ``aspect:label``, as in its
+        config.json), and for an aspect model its ``aspects`` and the ``aspect_labels`` each of them answers with."""
+        outputs = flat_label_names(self.aspects, self.label_names) if self.aspects else self.label_names
+        classifier: dict[str, Any] = {
+            "id2label": {str(index): name for index, name in enumerate(outputs)},
+            "label2id": {name: index for index, name in enumerate(outputs)},
+        }
+        if self.aspects:
+            classifier |= {ASPECTS_KEY: list(self.aspects), ASPECT_LABELS_KEY: list(self.label_names)}
+        return classifier
 
     def info(self) -> dict[str, Any]:
         """The model's part of ``/info``, in TEI's field names."""
@@ -177,15 +208,17 @@ class ServedModel:
             "model_id": self.model,
             "model_sha": self.model_sha(),
             "model_dtype": dtype or "float64",
-            "model_type": {
-                "classifier": {
-                    "id2label": {str(index): name for index, name in enumerate(self.label_names)},
-                    "label2id": {name: index for index, name in enumerate(self.label_names)},
-                }
-            },
+            "model_type": {"classifier": self.classifier_info()},
             "backend": backend,
             "device": str(getattr(self.predictor, "device", "cpu")),
             "max_input_length": self.max_length,
             "max_batch_tokens": self.max_batch_tokens,
             "raw_scores": (True, self.plain[1]) in self.views,
         }
+
+
+def head_scores(row: dict[str, Any]) -> list[dict[str, float]]:
+    """The scores of each head in a Predictor row: the text's, or each aspect's in order."""
+    if "aspects" in row:
+        return [result["scores"] for result in row["aspects"].values()]
+    return [row["scores"]]

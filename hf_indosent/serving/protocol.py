@@ -5,6 +5,11 @@ A request is ``{"inputs": "text" | [["text"], ["text"], ...], "truncate": bool |
 strings is one sentence *pair*: this service classifies single texts, so it refuses a pair (422) and names the batch
 form. An answer is every label with its score, highest first; a batch is a list of those, in request order.
 
+An aspect model (CASA, HoASA) answers a text with one object per aspect, in the model's aspect order: ``{"aspect",
+"label", "score", "scores"}``, its best label and that label's score beside ``scores``, the aspect's own labels in
+TEI's ranked form. Each object still has TEI's ``label`` and ``score``, so a TEI client reads the answer as a list of
+labels (one per aspect) and a batch as a list of those; ``raw_scores`` gives each aspect's logits.
+
 Errors are TEI's JSON ``{"error", "error_type"}`` with TEI's status for each type: ``Empty`` 400, ``Validation`` 413
 (too many texts, a text or body too long), ``Tokenizer`` 422 (not text, not the shape above), ``Backend`` 424 (the
 model failed), ``Overloaded`` 429, ``Unhealthy`` 503; and ``Unauthorized`` 401 for a missing or wrong API key.
@@ -13,6 +18,7 @@ model failed), ``Overloaded`` 429, ``Unhealthy`` 503; and ``Unauthorized`` 401 f
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,3 +145,15 @@ def predictions(scores: dict[str, float]) -> list[dict[str, Any]]:
     """One text's answer: every label with its score, highest first (ties keep the model's label order)."""
     ranked = sorted(scores.items(), key=lambda item: -item[1])
     return [{"label": label, "score": score} for label, score in ranked]
+
+
+def text_answer(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One text's answer from its Predictor row: TEI's ranked labels, or for an aspect model's row (``aspects``) one
+    object per aspect, in the model's aspect order (see the module docstring)."""
+    if "aspects" not in row:
+        return predictions(row["scores"])
+    answers = []
+    for aspect, result in row["aspects"].items():
+        ranked = predictions(result["scores"])
+        answers.append({"aspect": aspect, **ranked[0], "scores": ranked})
+    return answers

@@ -1,9 +1,11 @@
 """A demo people can click: ``hf-indosent demo`` (a local Gradio app) and the Hugging Face Space that runs the same app.
 
-One page: a text tab (type or pick an SmSA-style example, see a bar per label with the model's own label names) and a
-file tab (one text per line, or a CSV/TSV column with a header; returns a CSV in input order), with the model's
-headline metrics beside them. Predictions go through :class:`hf_indosent.inference.predictor.Predictor`, the batched
-path of ``hf-indosent predict``, so the page, the CLI and the Space give the same labels.
+One page: a text tab (type or pick an example, see a bar per label with the model's own label names; for an aspect
+model, CASA or HoASA, a table of each aspect's label and score) and a file tab (one text per line, or a CSV/TSV column
+with a header; returns a CSV in input order), with the model's headline metrics beside them. The examples and the
+title follow the IndoNLU task the model's config records (SmSA-style reviews when it records none). Predictions go
+through :class:`hf_indosent.inference.predictor.Predictor`, the batched path of ``hf-indosent predict``, so the page,
+the CLI and the Space give the same labels.
 
 Gradio is an optional extra (``pip install -e ".[demo]"``) and is imported only inside the functions that need it.
 Bad input (an empty text, a file over the limits, a compressed or binary file) ends as a message in the page, never as
@@ -24,19 +26,20 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 from huggingface_hub import ModelCard
 
 from hf_indosent.data.parsing import DataFormatError
+from hf_indosent.data.tasks import DEFAULT_TASK, Task
 from hf_indosent.inference.arguments import DEFAULT_HOST
 from hf_indosent.inference.inputs import open_input
 from hf_indosent.inference.outputs import ResultWriter
 from hf_indosent.inference.predictor import Predictor
 from hf_indosent.modeling.loading import BEST_DIR
 from hf_indosent.sharing.arguments import DemoArguments
-from hf_indosent.sharing.model_card import CARD_METRICS, WIDGET_EXAMPLES
+from hf_indosent.sharing.model_card import CARD_METRICS, TASK_CARDS, WIDGET_EXAMPLES, card_task, task_card
 
 if TYPE_CHECKING:
     import gradio
@@ -45,7 +48,8 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install -e ".[demo]"'
 DEFAULT_TITLE = "Indonesian sentiment (SmSA)"
-# Short reviews written like SmSA texts (lower case, spaces around punctuation).
+# Short reviews written like SmSA texts (lower case, spaces around punctuation): the examples of a model whose config
+# records no task, or SmSA.
 EXAMPLES: tuple[str, ...] = (
     "makanan nya enak sekali .",
     "pelayanan nya lambat dan kasar .",
@@ -61,6 +65,8 @@ LIMITS_TEXT = (
 )
 CONCURRENCY_ID = "model"
 """Both tabs share one queue slot: a fast tokenizer is not safe to call from two threads at once."""
+ASPECT_HEADERS = ["aspect", "label", "score"]
+"""The text tab's table for an aspect model: one row per aspect, in the model's order."""
 
 
 def _import_gradio() -> Any:
@@ -115,14 +121,17 @@ def headline_metrics(model_path: str) -> tuple[dict[str, dict[str, float]], str]
     return splits, f"from the model card of {model_path}"
 
 
-def metrics_markdown(model: str | Path, model_path: str, label_names: list[str]) -> str:
-    """The side panel: which model, its labels, its headline metrics table and the page's limits."""
+def metrics_markdown(model: str | Path, model_path: str, label_names: list[str], aspects: tuple[str, ...] = ()) -> str:
+    """The side panel: which model, its labels (and aspects), its headline metrics table and the page's limits."""
     splits, source = headline_metrics(model_path)
     name = str(model)
     if Path(model).is_dir():  # the folder's name, not a path of this machine
         folder = Path(model).resolve()
         name = f"{folder.parent.name}/{BEST_DIR}" if folder.name == BEST_DIR else folder.name
-    sections = [f"### Model\n`{name}` · labels: {', '.join(label_names)}"]
+    labels = f"labels: {', '.join(label_names)}"
+    if aspects:
+        labels = f"aspects: {', '.join(aspects)} · {labels} (for each aspect)"
+    sections = [f"### Model\n`{name}` · {labels}"]
     table = ""
     if splits:  # one row per metric, one column per split: narrow enough for a side panel
         keys = [key for key in CARD_METRICS if any(key in values for values in splits.values())]
@@ -132,6 +141,8 @@ def metrics_markdown(model: str | Path, model_path: str, label_names: list[str])
             cells = [f"{values[key]:.3f}" if key in values else "" for values in splits.values()]
             rows.append(f"| {CARD_METRICS.get(key, key)} | " + " | ".join(cells) + " |")
         table = "\n".join(rows) + "\n\n"
+        if aspects:
+            table += "Over every (text, aspect) pair, as IndoNLU scores aspects.\n\n"
     sections.append(f"### Headline metrics\n{table}_{source}_")
     sections.append(f"### Limits\n{LIMITS_TEXT}")
     return "\n\n".join(sections)
@@ -155,18 +166,52 @@ def _check_upload(gr: Any, path: Path) -> None:
         raise gr.Error(f"{path.name} is empty: upload a file with one text per line.", print_exception=False)
 
 
-def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | None = None) -> gradio.Blocks:
+class PageText(NamedTuple):
+    title: str
+    line: str
+    """Under the title: what the model tells about a text."""
+    examples: tuple[str, ...]
+    examples_label: str
+
+
+def page_title(task: Task | None, aspect_based: bool) -> str:
+    """SmSA's title (a model's whose config records no task too) unless the model is another IndoNLU task's or an
+    aspect model."""
+    subject = task_card(task, aspect_based).subject
+    if task is not None and task.name != DEFAULT_TASK:
+        return f"Indonesian {subject} ({task.title})"
+    return f"Indonesian {subject}" if aspect_based else DEFAULT_TITLE
+
+
+def page_text(task: Task | None, label_names: list[str], aspects: tuple[str, ...]) -> PageText:
+    """The page's words and examples: SmSA's (generic reviews) unless the model is another IndoNLU task's (``task``)
+    or an aspect model."""
+    if task is None or task.name == DEFAULT_TASK:
+        what, style, examples = f"{task_card(None, bool(aspects)).subject} of Indonesian text", "SmSA", EXAMPLES
+    else:
+        what, style = task.description, task.title
+        examples = tuple(example["text"] for example in TASK_CARDS[task.name].examples)
+    labels = ", ".join(label_names)
+    answers = f"a label ({labels}) for each aspect: {', '.join(aspects)}" if aspects else labels
+    line = f"{what[0].upper()}{what[1:]}: {answers}."
+    return PageText(page_title(task, bool(aspects)), line, examples, f"Examples ({style} style)")
+
+
+def build_app(model: str | Path, *, title: str | None = None, device: str | None = None) -> gradio.Blocks:
     """The demo as a ``gradio.Blocks``: load the model once, then ``.launch()`` it locally or on a Space.
 
-    ``model`` is a training run folder, its ``best/`` folder or a Hub id, as for ``hf-indosent predict``.
+    ``model`` is a training run folder, its ``best/`` folder or a Hub id, as for ``hf-indosent predict``; ``title``
+    defaults to one naming the IndoNLU task the model's config records.
     """
     gr = _import_gradio()
     predictor = Predictor(model, device=device)
-    labels = predictor.label_names
+    labels, aspects = predictor.label_names, predictor.aspects
+    page = page_text(card_task(predictor.task, None, bool(aspects)), labels, aspects)
+    title = title or page.title
     workdir = Path(tempfile.mkdtemp(prefix="hf-indosent-demo-"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
 
-    def classify(text: str | None) -> dict[str, float]:
+    def classify(text: str | None) -> dict[str, float] | list[list[Any]]:
         if not text or not text.strip():
             raise gr.Error(
                 "The text box is empty: type an Indonesian sentence or pick an example.", print_exception=False
@@ -180,6 +225,10 @@ def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | No
         (result,) = predictor([text])
         if result["error"] is not None:
             raise gr.Error(f"Cannot classify this text: {result['error']}.", print_exception=False)
+        if aspects:  # one row per aspect: its label and that label's probability
+            return [
+                [aspect, found["label"], found["scores"][found["label"]]] for aspect, found in result["aspects"].items()
+            ]
         return result["scores"]
 
     def classify_file(file: str | None, text_column: str | None) -> tuple[str, str]:
@@ -203,7 +252,7 @@ def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | No
         output = Path(tempfile.mkdtemp(dir=workdir)) / f"{path.stem}-predictions.csv"
         errors = 0
         with open(output, "w", encoding="utf-8", newline="") as handle:
-            writer = ResultWriter(handle, "csv", labels)
+            writer = ResultWriter(handle, "csv", labels, aspects)
             for index, (row, result) in enumerate(zip(rows, predictor.stream(rows), strict=True)):
                 writer.write(index, row, result)
                 errors += result["error"] is not None
@@ -216,7 +265,7 @@ def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | No
         return str(output), summary
 
     with gr.Blocks(title=title, delete_cache=(3600, 3600)) as app:
-        gr.Markdown(f"# {title}\nSentiment of Indonesian text: {', '.join(labels)}.")
+        gr.Markdown(f"# {title}\n{page.line}")
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Tab("Text"):
@@ -224,12 +273,21 @@ def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | No
                         label="Indonesian text",
                         lines=3,
                         max_length=MAX_TEXT_CHARS,
-                        placeholder=EXAMPLES[0],
+                        placeholder=page.examples[0],
                         elem_id="input-text",
                     )
                     button = gr.Button("Classify", variant="primary", elem_id="classify")
-                    label = gr.Label(label="Sentiment", num_top_classes=len(labels), elem_id="sentiment")
-                    gr.Examples(list(EXAMPLES), inputs=text, label="Examples (SmSA style)")
+                    if aspects:
+                        answer = gr.Dataframe(
+                            headers=ASPECT_HEADERS,
+                            datatype=["str", "str", "number"],
+                            label="Label per aspect",
+                            interactive=False,
+                            elem_id="aspects",
+                        )
+                    else:
+                        answer = gr.Label(label="Sentiment", num_top_classes=len(labels), elem_id="sentiment")
+                    gr.Examples(list(page.examples), inputs=text, label=page.examples_label)
                 with gr.Tab("File"):
                     gr.Markdown(
                         "A .txt file with one text per line, or a .csv/.tsv file with a header row: type the name of "
@@ -241,9 +299,9 @@ def build_app(model: str | Path, *, title: str = DEFAULT_TITLE, device: str | No
                     download = gr.File(label="Predictions (CSV)")
                     summary = gr.Markdown()
             with gr.Column(scale=2):
-                gr.Markdown(metrics_markdown(model, predictor.model_path, labels))
+                gr.Markdown(metrics_markdown(model, predictor.model_path, labels, aspects))
         events = {"concurrency_id": CONCURRENCY_ID, "concurrency_limit": 1}
-        gr.on([button.click, text.submit], classify, inputs=text, outputs=label, api_name="classify", **events)
+        gr.on([button.click, text.submit], classify, inputs=text, outputs=answer, api_name="classify", **events)
         file_button.click(
             classify_file, inputs=[upload, column], outputs=[download, summary], api_name="classify_file", **events
         )

@@ -21,8 +21,9 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
+from hf_indosent.inference.model_task import model_labels
 from hf_indosent.modeling.folders import TOKENIZER_FILES, resolve_model_source
-from hf_indosent.modeling.loading import label_names_of, load_classifier
+from hf_indosent.modeling.loading import load_classifier
 from hf_indosent.sharing.arguments import check_repo_id
 from hf_indosent.sharing.model_card import build_model_card
 
@@ -116,7 +117,7 @@ def push_to_hub(
     if not folder.is_dir():
         raise ValueError(f"--model {str(model_dir)!r} is not a folder: pass OUTPUT_DIR/best or the run folder")
     folder = Path(resolve_model_source(folder))
-    label_names = label_names_of(str(folder))  # refuses generic LABEL_0 names before anything is uploaded
+    aspects, label_names, task = model_labels(str(folder))  # refuses generic LABEL_0 names before any upload
     patterns = upload_patterns(folder)
     load_classifier(folder)  # weights that do not match config.json are refused here, never served from the Hub
     run = Path(run_dir) if run_dir is not None else folder.parent
@@ -127,6 +128,8 @@ def push_to_hub(
         _read_json(run / "metrics.json"),
         _read_json(run / "args.json"),
         seeds=_read_json(seeds) if seeds.is_file() else None,
+        aspects=aspects,
+        task=task,
     )
     token = require_token(token)
     files = sorted(path for path in folder.iterdir() if path.is_file() and any(fnmatch(path.name, p) for p in patterns))

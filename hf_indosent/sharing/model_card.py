@@ -1,23 +1,31 @@
 """The model card (README.md) pushed with a model: Hub metadata in the YAML front matter, results and recipe below.
 
-Everything comes from the run folder: label names from ``config.json``, results from ``metrics.json`` (validation, and
-test when it was labelled) and the training recipe from ``args.json``. The card is built in memory; local paths from
-the recipe are never written into it.
+Everything comes from the run folder: label names, aspects and the IndoNLU task from ``config.json``, results from
+``metrics.json`` (validation, and test when it was labelled; per aspect for CASA and HoASA) and the training recipe
+from ``args.json``. The card is built in memory; local paths from the recipe are never written into it.
+
+An aspect model's card says how to read it: its stacked heads are a stock ``BertForSequenceClassification`` whose
+outputs a plain ``pipeline`` would softmax all together (see :mod:`hf_indosent.modeling.aspects`), so the card shows
+the per-aspect reading and turns the Hub's widget (that plain softmax) off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from hf_indosent.data.tasks import DEFAULT_TASK, Task, get_task
+
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 """The card's text, a `huggingface_hub.ModelCard` (Jinja) template; the metadata comes from ``ModelCardData``."""
 LICENSE = "apache-2.0"
-SMSA_DATASET = "indonlp/indonlu"  # the Hub copy of IndoNLU; SmSA is its "smsa" config
-SMSA_CONFIG = "smsa"
+INDONLU_DATASET = "indonlp/indonlu"  # the Hub copy of IndoNLU; each task is its config of the same name ("smsa"...)
+INDONLU_URL = "https://github.com/IndoNLP/indonlu"
 CARD_METRICS: dict[str, str] = {
     "accuracy": "Accuracy",
     "f1": "Macro F1",
@@ -30,6 +38,83 @@ WIDGET_EXAMPLES: tuple[dict[str, str], ...] = (
     {"text": "rapat koordinasi partai akan digelar besok pagi di kantor dprd .", "example_title": "netral"},
     {"text": "kecewa banget , makanan nya basi dan harga nya mahal .", "example_title": "negatif"},
 )
+
+
+@dataclass(frozen=True)
+class TaskCard:
+    """How the card and the demo present a model of one IndoNLU task."""
+
+    subject: str
+    """What it classifies, in "Indonesian ... classifier" and the demo's title."""
+    task_name: str
+    """The model-index task name."""
+    tag: str
+    examples: tuple[dict[str, str], ...]
+    """Texts written like the task's data, with a title each: the widget's and the demo's examples."""
+    style: str = ""
+    """How the training texts are written, when the card should tell users to write theirs alike."""
+
+
+ASPECT_CARD = TaskCard(
+    "aspect-based sentiment", "Aspect-based Sentiment Analysis", "aspect-based-sentiment-analysis", WIDGET_EXAMPLES
+)
+"""An aspect model whose task is not recorded (generic examples)."""
+TASK_CARDS: dict[str, TaskCard] = {
+    "smsa": TaskCard(
+        "sentiment",
+        "Sentiment Analysis",
+        "sentiment-analysis",
+        WIDGET_EXAMPLES,
+        style="lower case, spaces around punctuation",
+    ),
+    "emot": TaskCard(
+        "emotion",
+        "Emotion Classification",
+        "emotion-classification",
+        (  # tweets, one per emotion
+            {"text": "Sedih banget, kucing kesayanganku mati tadi pagi. Rumah jadi sepi", "example_title": "sadness"},
+            {
+                "text": "[USERNAME] Udah 3x komplain paket belum nyampe juga. Pelayanan macam apa ini?!",
+                "example_title": "anger",
+            },
+            {"text": "Makasih ya sayang udah selalu ada buat aku, aku sayang kamu", "example_title": "love"},
+            {"text": "Takut banget dengar suara petir dari tadi malam, listrik juga mati", "example_title": "fear"},
+            {
+                "text": "Alhamdulillah akhirnya lulus sidang skripsi hari ini! Senang sekali rasanya",
+                "example_title": "happy",
+            },
+        ),
+    ),
+    "casa": dataclasses.replace(
+        ASPECT_CARD,
+        examples=(  # car reviews
+            {
+                "text": "mobil nya irit bensin dan mesin nya halus , tapi harga nya terlalu mahal .",
+                "example_title": "fuel, machine, price",
+            },
+            {
+                "text": "pelayanan bengkel resmi nya lambat dan suku cadang nya susah dicari .",
+                "example_title": "service, part",
+            },
+            {"text": "tarikan mesin nya responsif , cocok untuk perjalanan jauh .", "example_title": "machine"},
+        ),
+    ),
+    "hoasa": dataclasses.replace(
+        ASPECT_CARD,
+        examples=(  # hotel reviews
+            {
+                "text": "kamar nya bersih dan wifi kencang , tapi ac nya tidak dingin .",
+                "example_title": "kebersihan, wifi, ac",
+            },
+            {
+                "text": "air panas tidak keluar dan handuk nya bau , tapi resepsionis nya ramah .",
+                "example_title": "air_panas, bau, service",
+            },
+            {"text": "sarapan nya enak tapi tv di kamar tidak bisa menyala .", "example_title": "sunrise_meal, tv"},
+        ),
+    ),
+}
+"""Task name -> how its models are presented."""
 RECIPE_KEYS: dict[str, tuple[str, ...]] = {
     "data": ("max_seq_len",),
     "training": (
@@ -61,12 +146,24 @@ def hub_model_id(name: str | None) -> str | None:
     return name if name.count("/") == 1 else None
 
 
-def _trained_on_smsa(recipe: Mapping[str, Any] | None) -> bool:
+def card_task(task: str | None, recipe: Mapping[str, Any] | None, aspect_based: bool) -> Task | None:
+    """The IndoNLU task a model learnt: the one its config records, else its recipe's (``args.json``; SmSA for runs
+    from before ``--task``, or with no recipe); ``None`` for the owner's own files, or a task of the other kind."""
     data = (recipe or {}).get("data") or {}
-    return not data.get("train_file")
+    if task is None and not data.get("train_file"):
+        task = data.get("task") or DEFAULT_TASK
+    found = get_task(task) if task else None
+    return found if found is not None and found.is_aspect_based == aspect_based else None
 
 
-def _eval_results(metrics: Mapping[str, Any] | None, on_smsa: bool) -> list[EvalResult]:
+def task_card(task: Task | None, aspect_based: bool) -> TaskCard:
+    """How to present a model of ``task`` (``None``: not recorded, or the owner's own files)."""
+    if task is not None:
+        return TASK_CARDS[task.name]
+    return ASPECT_CARD if aspect_based else TASK_CARDS[DEFAULT_TASK]
+
+
+def _eval_results(metrics: Mapping[str, Any] | None, task: Task | None, presented: TaskCard) -> list[EvalResult]:
     results = []
     for split in ("validation", "test"):
         scores = (metrics or {}).get(split)
@@ -76,10 +173,10 @@ def _eval_results(metrics: Mapping[str, Any] | None, on_smsa: bool) -> list[Eval
             results.append(
                 EvalResult(
                     task_type="text-classification",
-                    task_name="Sentiment Analysis",
-                    dataset_type=SMSA_DATASET if on_smsa else "custom",
-                    dataset_name="SmSA (IndoNLU)" if on_smsa else "own data",
-                    dataset_config=SMSA_CONFIG if on_smsa else None,
+                    task_name=presented.task_name,
+                    dataset_type=INDONLU_DATASET if task else "custom",
+                    dataset_name=f"{task.title} (IndoNLU)" if task else "own data",
+                    dataset_config=task.name if task else None,
                     dataset_split=split,
                     metric_type=key,
                     metric_value=scores[key],
@@ -100,7 +197,7 @@ def _seeds_line(seeds: Mapping[str, Any] | None) -> str:
     return f"\nThe same recipe over {f1['n']} seeds: validation macro F1 {f1['mean']:.4f}{spread}.\n"
 
 
-def _results_table(metrics: Mapping[str, Any] | None, repo_id: str) -> str:
+def _results_table(metrics: Mapping[str, Any] | None, repo_id: str, task: Task | None, aspects: Sequence[str]) -> str:
     rows = []
     for split in ("validation", "test"):
         scores = (metrics or {}).get(split)
@@ -113,6 +210,8 @@ def _results_table(metrics: Mapping[str, Any] | None, repo_id: str) -> str:
         "| split | " + " | ".join(CARD_METRICS.values()) + " | examples |\n|---|" + "---|" * (len(CARD_METRICS) + 1)
     )
     lines = [header, *rows, ""]
+    if aspects:
+        lines += [_aspect_results(metrics, aspects), ""]
     if "best_epoch" in metrics:
         lines.append(
             f"Best epoch {metrics['best_epoch']} of {metrics.get('epochs_completed', '?')} by validation "
@@ -129,10 +228,33 @@ def _results_table(metrics: Mapping[str, Any] | None, repo_id: str) -> str:
         )
     if not metrics.get("test"):
         lines.append(
-            "\nThe SmSA test labels are masked: score the test split on the IndoNLU CodaLab leaderboard with "
-            f"`hf-indosent predict --model {repo_id} --submission pred.txt`."
+            f"\nThe {(task.title if task else 'SmSA')} test labels are masked: score the test split on the IndoNLU "
+            f"CodaLab leaderboard with `hf-indosent predict --model {repo_id} --submission pred.txt`."
         )
     return "\n".join(lines) + "\n"
+
+
+def _aspect_results(metrics: Mapping[str, Any], aspects: Sequence[str]) -> str:
+    """What the flattened metrics above are, and the per-aspect table (``validation_per_aspect``), which says which
+    aspect is weak where the flattened F1 cannot."""
+    text = (
+        f"As in IndoNLU, every (text, aspect) pair is one prediction: the metrics above are macro averages over the "
+        f'{len(aspects)} aspects\' pairs together (the flattened macro F1), and "examples" counts texts.\n'
+    )
+    per_aspect = metrics.get("validation_per_aspect") or {}
+    rows = [
+        f"| {aspect} | " + " | ".join(f"{per_aspect[aspect][key]:.4f}" for key in CARD_METRICS) + " |"
+        for aspect in aspects
+        if aspect in per_aspect
+    ]
+    if not rows:
+        return text + "\n`metrics.json` has no per-aspect results (`validation_per_aspect`)."
+    header = "| aspect | " + " | ".join(CARD_METRICS.values()) + " |\n|---|" + "---|" * len(CARD_METRICS)
+    return (
+        text
+        + "\nPer aspect, on validation (each aspect's own macro metrics over its labels):\n\n"
+        + "\n".join([header, *rows])
+    )
 
 
 def _recipe_table(recipe: Mapping[str, Any] | None) -> str:
@@ -171,9 +293,16 @@ def build_model_card(
     metrics: Mapping[str, Any] | None = None,
     recipe: Mapping[str, Any] | None = None,
     seeds: Mapping[str, Any] | None = None,
+    *,
+    aspects: Sequence[str] = (),
+    task: str | None = None,
 ) -> str:
-    """The README.md text: YAML front matter (language, license, datasets, metrics, model-index, widget) and body."""
-    on_smsa = _trained_on_smsa(recipe)
+    """The README.md text: YAML front matter (language, license, datasets, metrics, model-index, widget) and body.
+
+    ``label_names`` are each aspect's labels for an aspect model (``aspects`` non-empty; see
+    :func:`~hf_indosent.modeling.aspects.aspect_label_names`); ``task`` is the IndoNLU task its config records."""
+    found = card_task(task, recipe, bool(aspects))
+    presented = task_card(found, bool(aspects))
     adapted = (recipe or {}).get("adapted_from") or {}
     base_model = hub_model_id(
         adapted.get("source_model") or ((recipe or {}).get("model") or {}).get("model_name_or_path")
@@ -184,29 +313,40 @@ def build_model_card(
         license=LICENSE,
         library_name="transformers",
         pipeline_tag="text-classification",
-        tags=["sentiment-analysis", "indonlu", "smsa", "hf-indosent"] if on_smsa else ["sentiment-analysis"],
-        datasets=[SMSA_DATASET] if on_smsa else None,
+        tags=[presented.tag, "indonlu", found.name, "hf-indosent"] if found else [presented.tag],
+        datasets=[INDONLU_DATASET] if found else None,
         metrics=list(CARD_METRICS),
         base_model=base_model,
         model_name=model_name,
-        eval_results=_eval_results(metrics, on_smsa) or None,
-        widget=[dict(example) for example in WIDGET_EXAMPLES],
+        eval_results=_eval_results(metrics, found, presented) or None,
+        # the Hub's widget softmaxes every output together: meaningless for stacked aspect heads
+        widget=None if aspects else [dict(example) for example in presented.examples],
+        inference=False if aspects else None,
     )
-    data_line = (
-        "[SmSA](https://github.com/IndoNLP/indonlu) (IndoNLU document-level sentiment: Indonesian reviews and "
-        "comments, lower-cased, punctuation split off by spaces)"
-        if on_smsa
-        else "the owner's own labelled data"
-    )
+    if found is None:
+        data_line = (
+            "the owner's own labelled data" if not aspects else "aspect-labelled data (its task is not recorded)"
+        )
+    elif found.name == DEFAULT_TASK:
+        data_line = (
+            f"[SmSA]({INDONLU_URL}) (IndoNLU document-level sentiment: Indonesian reviews and comments, lower-cased, "
+            "punctuation split off by spaces)"
+        )
+    else:
+        data_line = f"[{found.title}]({INDONLU_URL}) (IndoNLU: {found.description})"
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=model_name,
+        subject=presented.subject,
         label_names=list(label_names),
+        aspects=list(aspects),
+        outputs=len(aspects) * len(label_names),
         data_line=data_line,
-        results_table=_results_table(metrics, repo_id) + _seeds_line(seeds),
+        results_table=_results_table(metrics, repo_id, found, aspects) + _seeds_line(seeds),
         repo_id=repo_id,
-        example=WIDGET_EXAMPLES[0]["text"],
+        example=presented.examples[0]["text"],
+        input_style=f" ({presented.style})" if presented.style else "",
         recipe_table=_recipe_table(recipe),
     )
     return str(card)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hf_indosent.inference.model_task import model_labels
+from hf_indosent.modeling.folders import resolve_model_source
 from hf_indosent.sharing.arguments import PushArguments
 from hf_indosent.sharing.hub import push_to_hub
 
@@ -12,5 +14,6 @@ def cli_run(args: PushArguments) -> int:
     if args.space is not None:
         from hf_indosent.sharing.space import push_space  # the demo extra, only when asked
 
-        print(push_space(args.space, args.repo_id, private=args.private))
+        task = model_labels(resolve_model_source(args.model))[2]  # the Space's README names the model's task
+        print(push_space(args.space, args.repo_id, private=args.private, task=task))
     return 0
