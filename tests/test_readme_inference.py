@@ -7,6 +7,7 @@ cluster, the demo's server) are checked against their --help by tests/test_readm
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from huggingface_hub.hf_api import RepoUrl
 from test_readme import doc_commands
 
 from hf_indosent import cli
+from hf_indosent.data.tasks import CASA_ASPECTS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,26 +37,32 @@ def inference_commands() -> list[str]:
     return [command for command in doc_commands() if "hf-indosent " in command]
 
 
-def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_classifier_dir, tiny_smsa_dir):
+@pytest.fixture
+def uploads(monkeypatch) -> dict[str, list[str]]:
+    """What the docs' push commands would upload, per repository: the Hub calls answered here, a token set."""
+    monkeypatch.setenv("HF_TOKEN", "hf_FAKEreadmeToken000")
+    uploaded: dict[str, list[str]] = {}
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **_: RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(
+        HfApi,
+        "create_commit",
+        lambda self, repo_id, operations, **_: uploaded.setdefault(repo_id, [op.path_in_repo for op in operations]),
+    )
+    monkeypatch.setattr(
+        HfApi,
+        "upload_folder",
+        lambda self, repo_id, folder_path, **_: uploaded.setdefault(repo_id, sorted(os.listdir(folder_path))),
+    )
+    return uploaded
+
+
+def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_classifier_dir, tiny_smsa_dir, uploads):
     commands = inference_commands()
     shutil.copytree(tiny_classifier_dir, tmp_path / RUN / "best")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")  # the shipped example files, used as written
     rows = (ROOT / "examples" / "reviews.txt").read_text(encoding="utf-8").splitlines()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    monkeypatch.setenv("HF_TOKEN", "hf_FAKEreadmeToken000")
-    uploads: dict[str, list[str]] = {}
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **_: RepoUrl(f"https://huggingface.co/{repo_id}"))
-    monkeypatch.setattr(
-        HfApi,
-        "create_commit",
-        lambda self, repo_id, operations, **_: uploads.setdefault(repo_id, [op.path_in_repo for op in operations]),
-    )
-    monkeypatch.setattr(
-        HfApi,
-        "upload_folder",
-        lambda self, repo_id, folder_path, **_: uploads.setdefault(repo_id, sorted(os.listdir(folder_path))),
-    )
 
     ran = set()
     for command in commands:
@@ -82,3 +90,35 @@ def test_readme_inference_commands_run_as_written(tmp_path, monkeypatch, tiny_cl
         assert bundle.namelist() == ["pred.txt"]
     assert "README.md" in uploads["your-user/indobert-smsa"]
     assert uploads["your-user/smsa-demo"] == ["README.md", "app.py", "requirements.txt"]  # push --space
+
+
+CASA_RUN = "outputs/casa-minilm-vocab-tapt"
+
+
+def test_the_tasks_page_commands_run_as_written_on_an_aspect_model(
+    tmp_path, monkeypatch, tiny_aspect_classifier_dir, tiny_casa_dir, uploads
+):
+    """docs/tasks.md's predict, evaluate, submission and push commands on a tiny CASA model in the page's run folder."""
+    best = shutil.copytree(tiny_aspect_classifier_dir, tmp_path / CASA_RUN / "best")
+    config = json.loads((best / "config.json").read_text(encoding="utf-8"))
+    (best / "config.json").write_text(json.dumps({**config, "indonlu_task": "casa"}), encoding="utf-8")  # as trained
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    page = [command for command in inference_commands() if CASA_RUN in command]
+    ran = []
+    for command in page:
+        argv = shlex.split(command.replace("../shared/indonlu/casa", str(tiny_casa_dir)), comments=True)
+        if argv[1] == "serve":
+            continue  # a server that blocks: tests/test_task_serving.py
+        assert cli.main(argv[1:]) == 0, command
+        ran.append(argv[1])
+
+    assert sorted(ran) == ["evaluate", "predict", "predict", "push"]
+    with open(tmp_path / "casa.csv", encoding="utf-8", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert [column for column in row if column in CASA_ASPECTS] == list(CASA_ASPECTS) and not row["error"]
+    report = json.loads((tmp_path / CASA_RUN / "eval" / "validation_results.json").read_text())
+    assert report["num_examples"] == 30 and set(report["per_aspect"]) == set(CASA_ASPECTS)
+    submission = (tmp_path / "submission-casa" / "pred.txt").read_text().splitlines()
+    assert submission[0] == "index," + ",".join(CASA_ASPECTS) and len(submission) == 12 + 1
+    assert "README.md" in uploads["your-user/minilm-casa"]
