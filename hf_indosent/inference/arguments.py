@@ -317,7 +317,8 @@ class BaselineArguments:
         default=None,
         metadata={
             "help": "Logistic regression's inverse regularisation strength. Default: the best of "
-            f"{', '.join(f'{c:g}' for c in BASELINE_C_GRID)} by validation macro F1."
+            f"{', '.join(f'{c:g}' for c in BASELINE_C_GRID)} by validation macro F1 (for CASA and HoASA over every "
+            "(text, aspect) pair, one C for every aspect's classifier)."
         },
     )
     max_features: int | None = field(
