@@ -27,6 +27,9 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     # ignored in every child: the Ctrl-C tests' processes would never see it. With a handler here, children start with
     # the default again (Python's KeyboardInterrupt), as under a terminal.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    # Started under nohup (SIGHUP ignored, and so in every child): the stop-signal tests stand for a terminal's default.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMSA_DIR = ROOT.parent / "shared" / "smsa"
