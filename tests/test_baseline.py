@@ -118,10 +118,11 @@ def test_is_baseline_dir(run, tiny_smsa_dir, tmp_path):
         BaselinePredictor(tmp_path)
 
 
-def tampered_copy(run_dir: Path, folder: Path, module: str, name: str) -> Path:
-    """best/ copied, with the TfidfTransformer node of model.skops renamed to ``module.name``."""
-    shutil.copytree(run_dir / "best", folder)
-    path = folder / MODEL_FILE
+def tampered(folder: Path, target: Path, class_name: str, module: str, name: str, renames: int | None = None) -> Path:
+    """``folder`` (a baseline's best/) copied to ``target``, every ``class_name`` node of model.skops renamed to
+    ``module.name`` (at least one; exactly ``renames`` when given)."""
+    shutil.copytree(folder, target)
+    path = target / MODEL_FILE
     with zipfile.ZipFile(path) as archive:
         members = {item: archive.read(item) for item in archive.namelist()}
     schema = json.loads(members["schema.json"])
@@ -129,18 +130,23 @@ def tampered_copy(run_dir: Path, folder: Path, module: str, name: str) -> Path:
     while pending:
         node = pending.pop()
         if isinstance(node, dict):
-            if node.get("__class__") == "TfidfTransformer":
+            if node.get("__class__") == class_name:
                 node.update({"__class__": name, "__module__": module})
                 renamed += 1
             pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
-    assert renamed == 2  # one per vectorizer
+    assert renamed if renames is None else renamed == renames
     members["schema.json"] = json.dumps(schema).encode()
     with zipfile.ZipFile(path, "w") as archive:
         for item, data in members.items():
             archive.writestr(item, data)
-    return folder
+    return target
+
+
+def tampered_copy(run_dir: Path, folder: Path, module: str, name: str) -> Path:
+    """best/ copied, with the TfidfTransformer nodes of model.skops (one per vectorizer) renamed to ``module.name``."""
+    return tampered(run_dir / "best", folder, "TfidfTransformer", module, name, renames=2)
 
 
 def test_a_tampered_model_file_is_refused_before_anything_is_built(run, tmp_path):

@@ -17,13 +17,13 @@ import json
 import pickle
 import random
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import FILLER, NEGATIVE, POSITIVE, ROOT
 from sklearn.metrics import accuracy_score, f1_score
+from test_baseline import tampered
 
 from hf_indosent import cli
 from hf_indosent.data.arguments import DataArguments
@@ -138,31 +138,6 @@ def test_saved_aspect_baseline_answers_the_aspect_contract(casa_run, casa_valida
             assert answer["label"] == max(answer["scores"], key=answer["scores"].get)
     # and the run folder's model answers as the command scored it
     assert ids_by_aspect(BaselinePredictor(run_dir)(texts), CASA.aspects, predictor.label_names).shape == (30, 6)
-
-
-def tampered(folder: Path, target: Path, class_name: str, module: str, name: str) -> Path:
-    """best/ copied to ``target``, every ``class_name`` node of model.skops renamed to ``module.name``."""
-    shutil.copytree(folder, target)
-    path = target / MODEL_FILE
-    with zipfile.ZipFile(path) as archive:
-        members = {item: archive.read(item) for item in archive.namelist()}
-    schema = json.loads(members["schema.json"])
-    pending, renamed = [schema], 0
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            if node.get("__class__") == class_name:
-                node.update({"__class__": name, "__module__": module})
-                renamed += 1
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    assert renamed
-    members["schema.json"] = json.dumps(schema).encode()
-    with zipfile.ZipFile(path, "w") as archive:
-        for item, data in members.items():
-            archive.writestr(item, data)
-    return target
 
 
 def test_the_safety_check_still_refuses_a_tampered_aspect_model(casa_run, tmp_path):
