@@ -176,36 +176,26 @@ def tiny_casa_dir(tmp_path_factory) -> Path:
 def tiny_aspect_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """What training on CASA saves as OUTPUT_DIR/best: the tiny BERT with one 3-label head per CASA aspect (stacked,
     see hf_indosent.modeling.aspects), trained a little so its labels vary with the text."""
-    import torch
     import torch.nn.functional as F
 
     from hf_indosent.data.tasks import CASA
     from hf_indosent.modeling.aspects import flatten
-    from hf_indosent.modeling.loading import load_model, load_tokenizer
+    from hf_indosent.modeling.loading import load_model
 
-    folder = tmp_path_factory.mktemp("tiny-aspect-classifier")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see one_torch_thread
-    torch.manual_seed(0)
-    model = load_model(str(tiny_model_dir), CASA.label_names, aspects=CASA.aspects)
-    tokenizer = load_tokenizer(str(tiny_model_dir))
+    def loss_of(model, batch, labels):
+        logits, flat_labels = flatten(model(**batch).logits, labels, len(CASA.aspects))
+        return F.cross_entropy(logits, flat_labels, reduction="sum").div(len(labels))
+
     rows = make_aspect_rows(192, seed=0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(40):  # fewer: every aspect of every text answers neutral (the majority label)
-        for start in range(0, len(rows), 32):
-            part = rows[start : start + 32]
-            batch = tokenizer([row[0] for row in part], padding=True, return_tensors="pt")
-            labels = torch.tensor([[CASA.label_names.index(label) for label in row[1:]] for row in part])
-            logits, flat_labels = flatten(model(**batch).logits, labels, len(CASA.aspects))
-            F.cross_entropy(logits, flat_labels, reduction="sum").div(len(part)).backward()
-            optimizer.step()
-            optimizer.zero_grad()
-    torch.set_num_threads(threads)
-    model.eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return train_tiny_classifier(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("tiny-aspect-classifier"),
+        lambda: load_model(str(tiny_model_dir), CASA.label_names, aspects=CASA.aspects),
+        [row[0] for row in rows],
+        [[CASA.label_names.index(label) for label in row[1:]] for row in rows],
+        epochs=40,  # fewer: every aspect of every text answers neutral (the majority label)
+        loss_of=loss_of,
+    )
 
 
 @pytest.fixture
@@ -221,26 +211,41 @@ def tiny_classifier_dir(tiny_model_dir, tmp_path_factory) -> Path:
     Quick optimizer steps on synthetic reviews make its predictions vary with the text (a random head gives
     every text the same label), so tests can tell rows and labels apart.
     """
+    from hf_indosent.data.parsing import LABEL_NAMES
+    from hf_indosent.modeling.loading import load_model
+
+    rows = make_rows(192, seed=0)
+    return train_tiny_classifier(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("tiny-classifier"),
+        lambda: load_model(str(tiny_model_dir), LABEL_NAMES),
+        [text for text, _ in rows],
+        [LABEL_NAMES.index(label) for _, label in rows],
+        epochs=20,  # the smallest count that learns all three labels (validation accuracy 1.0)
+        loss_of=lambda model, batch, labels: model(**batch, labels=labels).loss,
+    )
+
+
+def train_tiny_classifier(
+    tiny_model_dir: Path, folder: Path, make_model, texts: list[str], label_ids: list, epochs: int, loss_of
+) -> Path:
+    """The tiny classifier fixtures' few epochs of Adam (lr 3e-3, batches of 32, seed 0, one torch thread: see
+    one_torch_thread) on ``texts``, then the model and tokenizer saved in ``folder``."""
     import torch
 
-    from hf_indosent.data.parsing import LABEL_NAMES
-    from hf_indosent.modeling.loading import load_model, load_tokenizer
+    from hf_indosent.modeling.loading import load_tokenizer
 
-    folder = tmp_path_factory.mktemp("tiny-classifier")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # see one_torch_thread
+    torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = load_model(str(tiny_model_dir), LABEL_NAMES)
+    model = make_model()
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    rows = make_rows(192, seed=0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(20):  # the smallest count that learns all three labels (validation accuracy 1.0)
-        for start in range(0, len(rows), 32):
-            texts, labels = zip(*rows[start : start + 32], strict=True)
-            batch = tokenizer(list(texts), padding=True, return_tensors="pt")
-            loss = model(**batch, labels=torch.tensor([LABEL_NAMES.index(label) for label in labels])).loss
-            loss.backward()
+    for _ in range(epochs):
+        for start in range(0, len(texts), 32):
+            batch = tokenizer(texts[start : start + 32], padding=True, return_tensors="pt")
+            loss_of(model, batch, torch.tensor(label_ids[start : start + 32])).backward()
             optimizer.step()
             optimizer.zero_grad()
     torch.set_num_threads(threads)

@@ -44,7 +44,7 @@ def evaluate(run: Run, loader: DataLoader, desc: str = "Evaluating") -> Scored:
     predictions, references and logits of :class:`Scored` are those pairs, text-major) and a text's loss is the sum of
     its aspects' losses."""
     accelerator, model = run.accelerator, run.model
-    num_aspects = len(run.aspects) or 1
+    num_aspects = run.num_aspects
     model.eval()
     forward = full_precision_forward(accelerator, model)
     all_logits, references, losses = [], [], []

@@ -77,13 +77,13 @@ def train_one_epoch(run: Run, state: TrainState) -> dict[str, float]:
 
     def step(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         return forward_backward(
-            accelerator, model, batch, run.class_weights, args.label_smoothing, args.focal_gamma, len(run.aspects) or 1
+            accelerator, model, batch, run.class_weights, args.label_smoothing, args.focal_gamma, run.num_aspects
         )
 
     def after_step(batch: dict[str, Any], result: tuple[torch.Tensor, torch.Tensor]) -> bool:
         loss, logits = result
         step_loss = accelerator.gather(loss.reshape(1)).mean()
-        preds = predicted_ids(logits, len(run.aspects) or 1)
+        preds = predicted_ids(logits, run.num_aspects)
         preds, refs = accelerator.gather_for_metrics((preds, batch["labels"]))
         tally.add(step_loss, preds.reshape(-1), refs.reshape(-1), computed_masks(batch))  # aspects: every pair
         state.step_in_epoch += 1

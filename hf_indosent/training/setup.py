@@ -90,6 +90,11 @@ class Run:
     class_weights: torch.Tensor | None = None  # per label, for the training loss (--class_weights)
     aspects: tuple[str, ...] = ()  # an aspect task's aspects, one head each (hf_indosent.modeling.aspects)
 
+    @property
+    def num_aspects(self) -> int:
+        """Heads stacked in the model's output: one per aspect, or 1 for a single-label task."""
+        return len(self.aspects) or 1
+
     def say(self, text: str) -> None:
         """Print on the main process without breaking the progress bar."""
         if self.accelerator.is_main_process:
