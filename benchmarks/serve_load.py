@@ -5,9 +5,10 @@
 Both servers run on this machine, on loopback, on the same model and torch threads, one process each. A bounded
 asynchronous client sends SmSA validation texts to each in turn: for every concurrency (1, 8, 32, 128) and request
 shape (single texts; client batches of 16), at most ``--requests`` requests and ``--cell_seconds`` seconds, then it
-stops by itself (requests still in flight then get up to ``--timeout_s``). The client is aiohttp's: it takes a tenth
-of httpx's CPU time per request (0.36 against 3.3 ms, measured on this project's 2-core machine), time it would
-otherwise take from the servers it measures. Per cell it records throughput
+stops by itself (requests still in flight then get up to ``--timeout_s``). The client is aiohttp's: it spends about a
+third of httpx's CPU time per request (0.42-0.53 against 1.21-1.50 ms; 2,000 requests at concurrency 8 to a stand-in
+server, 3 runs, this project's 2-core machine with a training running), and on a 2-core machine the client's CPU time
+is taken from the servers it measures, so every cell also records it per request. Per cell it records throughput
 (texts answered per second), p50/p95/p99 latency of the answered requests, every error by status (timeouts and
 refused connections too), answers whose labels differ from the Predictor's on the same backend, and the server's RSS
 (now and its peak, summed over its processes). ``--runs`` repeats every cell, the two servers taking turns, so a burst
@@ -270,12 +271,12 @@ async def run_cell(
                     got != reference[text] for got, text in zip(top_labels(answer, batch > 1), chunk, strict=True)
                 )
 
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(client_loop(session) for _ in range(concurrency)))
-    wall = time.perf_counter() - began
+    wall, client_cpu = time.perf_counter() - began, time.process_time() - cpu_began
     cuts = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [None] * 99
     return {
         "requests": sum(statuses.values()),
@@ -287,6 +288,7 @@ async def run_cell(
         "statuses": dict(statuses),
         "wrong_labels": wrong,
         "seconds": round(wall, 2),
+        "client_cpu_ms_per_request": _ms(client_cpu / max(1, sum(statuses.values()))),  # CPU the servers did not get
     }
 
 
@@ -518,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(run_table([cell for cell in cells if cell["run"] == run]))
     for line in report["goals"]:
         print(f"\n{line}")
+    client = [cell["client_cpu_ms_per_request"] for cell in cells]
+    print(f"\nthe client's CPU time per request: median {statistics.median(client):.2f} ms, most {max(client):.2f} ms")
     for sample in soak_samples:
         print(
             f"\nsoak: after {sample['requests']:,} requests ({sample['seconds']:.0f} s) RSS {sample['rss_mib']} MiB "
