@@ -16,8 +16,9 @@ of load from other jobs hits both; each run's table puts ours and the peer side 
 summary gives the ratios of every run and their spread.
 
 Our server gets ``--max_concurrent_requests`` ``--limit`` (default 1024 texts: the limit counts texts, as TEI's
-permits do), so concurrency 128 with batches of 16 (2,048 texts) is twice what it admits: it must answer 429 at once,
-never time out, and answer every text it admits correctly. ``--soak_requests N`` then sends N more single texts at
+permits do), so concurrency 128 with batches of 16 (2,048 texts) is twice what it admits, and its default
+``--max_queue_seconds`` (20 s, below the client's 30 s timeout): it must answer 429 at once, never time out, and
+answer every text it admits correctly. ``--soak_requests N`` then sends N more single texts at
 concurrency 32 to our server and reports its RSS every 10,000 requests (it should stay flat), within
 ``--soak_seconds``.
 

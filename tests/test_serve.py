@@ -34,9 +34,11 @@ from hf_indosent.inference.arguments import InferenceArguments
 from hf_indosent.inference.predictor import Predictor, predict
 from hf_indosent.modeling.folders import ModelSourceError
 from hf_indosent.serving import app as app_module
+from hf_indosent.serving.admission import Admission
 from hf_indosent.serving.app import ServeSetupError, create_app
 from hf_indosent.serving.arguments import SERVE_CPU_BATCH_TOKENS, ServeArguments
 from hf_indosent.serving.batcher import Batcher
+from hf_indosent.serving.protocol import RequestError
 from hf_indosent.serving.server import bind
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -254,6 +256,7 @@ def test_info_names_the_model_its_labels_and_limits(base, tiny_classifier_dir):
     assert (info["backend"], info["model_dtype"], info["max_input_length"]) == ("torch", "float32", 128)
     assert info["max_client_batch_size"] == 8
     assert {"max_batch_tokens", "max_concurrent_requests", "auto_truncate", "version"} <= set(info)
+    assert info["max_queue_seconds"] == ServeArguments().max_queue_seconds
 
 
 def test_metrics_parse_with_prometheus_own_parser(base):
@@ -273,6 +276,7 @@ def test_metrics_parse_with_prometheus_own_parser(base):
         assert samples[f"hf_indosent_serve_{stage}_seconds_count", ()] >= 1
     assert samples["hf_indosent_serve_batch_size_sum", ()] >= 2
     assert families["hf_indosent_serve_requests_in_flight"].type == "gauge"
+    assert samples["hf_indosent_serve_queue_wait_seconds", ()] == 0.0  # nothing in flight once answered
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -433,6 +437,75 @@ def test_twice_the_capacity_gets_429s_never_timeouts_and_right_answers(predictor
     assert statuses["200"] >= 4 and statuses["429"] >= 4
     assert max(seconds for status, seconds in outcomes if status == "429") < 1.0
     assert max(seconds for status, seconds in outcomes if status == "200") < 3.0
+
+
+def test_admission_bounds_the_wait_at_the_models_recent_speed():
+    admission = Admission(limit=1000, max_queue_s=2.0)
+    with admission.texts_of(100):  # before any forward pass the speed is unknown: only the permits bound it
+        pass
+    admission.observe(texts=16, seconds=1.6)
+    admission.observe(texts=4, seconds=0.4)
+    assert admission.seconds_per_text == pytest.approx(0.1)  # weighted by texts: 0.1 s each in both passes
+    admission.observe(texts=1, seconds=0.5)  # one slow lone text moves the average a fifth of the way
+    seconds, texts = 1.6 + 0.2 * (0.4 - 1.6), 16 + 0.2 * (4 - 16)  # the averages after the second pass
+    assert admission.seconds_per_text == pytest.approx((seconds + 0.2 * (0.5 - seconds)) / (texts + 0.2 * (1 - texts)))
+    admission = Admission(limit=1000, max_queue_s=2.0)
+    admission.observe(texts=10, seconds=1.0)
+    with admission.texts_of(15):  # 1.5 s of the model's time in flight
+        with pytest.raises(RequestError) as refused, admission.texts_of(6):  # 2.1 s > 2 s
+            pass
+        assert refused.value.error_type == "Overloaded" and "--max_queue_seconds 2" in str(refused.value)
+        with admission.texts_of(5):  # 2.0 s: admitted
+            assert admission.wait_s() == pytest.approx(2.0)
+            with admission.request(), pytest.raises(RequestError), admission.texts_of(1):
+                pass  # a request comes in (2.0 s is not past the bound); its one text would be
+            admission.observe(texts=1, seconds=1.0)  # the model slowed down: the queue now outlasts the bound
+            with pytest.raises(RequestError, match="a new request would wait"), admission.request():
+                pass  # refused before its body is read
+    assert admission.texts == 0
+    with admission.texts_of(50):  # nothing in flight: admitted, however slow the model (it is not a queue)
+        pass
+    off = Admission(limit=1000, max_queue_s=0.0)
+    off.observe(texts=1, seconds=10.0)
+    with off.texts_of(10), off.texts_of(10):
+        assert off.texts == 20
+
+
+def test_an_overloaded_slow_model_gets_429_before_its_queue_outlasts_max_queue_seconds(predictor):
+    # 50 ms a text, 8 clients keeping 8 x 8 = 64 texts in flight (3.2 s of work) against a bound of 0.6 s: the
+    # permits (256) would admit them all and make the last wait 3.2 s; the bound refuses what would wait past 0.6 s
+    settings = ServeArguments(
+        max_concurrent_requests=256, max_client_batch_size=8, max_wait_ms=1, max_queue_seconds=0.6
+    )
+    served = create_app(settings=settings, predictor=predictor)
+    release = threading.Event()
+    release.set()
+    batch = [TEXTS[i % len(TEXTS)] for i in range(8)]
+    outcomes: list[tuple[int, float]] = []
+
+    def client(url: str) -> None:
+        stop_at = time.monotonic() + 3.0
+        with httpx.Client(timeout=10) as session:
+            while time.monotonic() < stop_at:
+                began = time.monotonic()
+                response = session.post(f"{url}/predict", json={"inputs": [[text] for text in batch]})
+                outcomes.append((response.status_code, time.monotonic() - began))
+                if response.status_code == 429:
+                    assert "--max_queue_seconds 0.6" in response.json()["error"]
+                    time.sleep(0.01)
+
+    with serving(served) as url, ThreadPoolExecutor(8) as pool:
+        service = served.state.service
+        service.model.views[service.model.plain] = held_model(predictor, release, seconds_per_text=0.05)
+        assert post(url, {"inputs": [[text] for text in batch]}).status_code == 200  # the model's speed, measured
+        for future in [pool.submit(client, url) for _ in range(8)]:
+            future.result()
+        assert service.admission.seconds_per_text == pytest.approx(0.05, rel=0.5)
+    statuses = Counter(status for status, _ in outcomes)
+    assert set(statuses) == {200, 429}, statuses
+    assert statuses[429] >= 4
+    # admitted: ~0.6 s of queue at most, plus the pass running when it came and its own (without the bound: 3.2 s)
+    assert max(seconds for status, seconds in outcomes if status == 200) < 2.5
 
 
 def test_a_failing_model_call_is_424_and_the_service_stays_up(app, base, predictor, monkeypatch):
@@ -669,6 +742,7 @@ def run_serve(argv: list[str], capsys) -> tuple[int, list[str]]:
         (["--port", "70000"], "--port 70000 is not a TCP port"),
         (["--workers", "0"], "--workers 0 must be a positive whole number"),
         (["--max_wait_ms", "-1"], "--max_wait_ms -1.0 is out of range"),
+        (["--max_queue_seconds", "-1"], "--max_queue_seconds -1.0 must be >= 0 seconds"),
         (["--graceful_timeout", "nan"], "graceful_timeout=nan is not a finite number"),
         (["--api_key_env", " "], "--api_key_env is empty"),
         (["--max_client_batch_size", "0"], "--max_client_batch_size 0 must be a positive whole number"),

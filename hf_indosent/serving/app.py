@@ -6,7 +6,8 @@ load and while shutting down; ``GET /metrics`` (Prometheus). FastAPI's ``/docs``
 
 The model loads on a background thread when the app starts, so the port answers (503) at once and a load balancer or
 Kubernetes readiness probe waits for 200. Each predict request is admitted or refused at once (429 when its texts
-do not fit in ``max_concurrent_requests``, counted in texts as TEI does: :mod:`~hf_indosent.serving.admission`), its
+do not fit in ``max_concurrent_requests``, counted in texts as TEI does, or would wait past ``max_queue_seconds``:
+:mod:`~hf_indosent.serving.admission`), its
 body read within ``payload_limit`` and checked, its texts counted in tokens on the tokenizer thread, and its rows
 awaited from the :class:`~hf_indosent.serving.batcher.Batcher`. An API
 key, when configured, is checked in constant time on every route but the health probes. One JSON access-log line per
@@ -102,11 +103,12 @@ class Service:
         self.batcher: Batcher | None = None
         self.failed: BaseException | None = None
         self.stopping = False
-        self.admission = Admission(settings.max_concurrent_requests)
+        self.admission = Admission(settings.max_concurrent_requests, settings.max_queue_seconds)
         self.metrics = ServeMetrics(
             lambda: self.admission.requests,
             lambda: self.batcher.queued if self.batcher else 0,
             lambda: self.admission.texts,
+            self.admission.wait_s,
         )
         self._tokenizer_thread: ThreadPoolExecutor | None = None
 
@@ -145,11 +147,16 @@ class Service:
             max_batch_tokens=model.max_batch_tokens,
             max_wait_s=self.settings.max_wait_ms / 1000,
             max_pass_texts=model.max_pass_texts or DEFAULT_PASS_TEXTS,
-            observe_batch=self.metrics.batch,
+            observe_batch=self.observe_pass,
         )
         batcher.start()
         self.batcher = batcher
         logger.info("model %s ready (%s); answering /predict", model.model, model.info()["backend"])
+
+    def observe_pass(self, texts: int, tokens: int, seconds: float) -> None:
+        """One forward pass (the batcher's ``observe_batch``): its metrics, and the model's speed for admission."""
+        self.metrics.batch(texts, tokens, seconds)
+        self.admission.observe(texts, seconds)
 
     def stop(self) -> None:
         """Refuse new work and stop the threads (the app's lifespan shutdown, after the server drained)."""
@@ -235,6 +242,7 @@ class Service:
             "max_batch_requests": None,
             "max_client_batch_size": settings.max_client_batch_size,
             "max_wait_ms": settings.max_wait_ms,
+            "max_queue_seconds": settings.max_queue_seconds,
             "payload_limit": settings.payload_limit,
             "auto_truncate": settings.auto_truncate,
             "tokenization_workers": 1,

@@ -57,6 +57,15 @@ class ServeArguments:
             "this many texts / the throughput: keep that below your clients' timeout."
         },
     )
+    max_queue_seconds: float = field(
+        default=20.0,
+        metadata={
+            "help": "Longest a request's texts may wait for the model behind those already admitted, at its recent "
+            "speed; a request that would wait longer gets 429 at once, so an overloaded server tells clients to "
+            "retry instead of letting them time out, whatever the model and hardware. Keep it below your clients' "
+            "timeout; 0 turns it off (then only --max_concurrent_requests bounds the queue)."
+        },
+    )
     max_client_batch_size: int = field(
         default=32, metadata={"help": "Most texts one request may send; more get 413 (TEI's setting)."}
     )
@@ -99,6 +108,10 @@ class ServeArguments:
         check(
             0 <= self.max_wait_ms <= MAX_WAIT_LIMIT_MS,
             f"--max_wait_ms {self.max_wait_ms} is out of range: use 0..{MAX_WAIT_LIMIT_MS:g} milliseconds (default 2)",
+        )
+        check(
+            self.max_queue_seconds >= 0,
+            f"--max_queue_seconds {self.max_queue_seconds} must be >= 0 seconds (0 turns the bound off)",
         )
         check(self.graceful_timeout >= 0, f"--graceful_timeout {self.graceful_timeout} must be >= 0 seconds")
         check(

@@ -2,7 +2,8 @@
 
 The counterparts of TEI's ``te_*`` metrics, named the Prometheus way (seconds, ``_total``): predict requests,
 successes, failures by error type; histograms of each request's total, tokenization, queue and inference time; the
-texts and tokens of each forward pass; gauges of requests and texts in flight and of requests queued. Each app has its
+texts and tokens of each forward pass; gauges of requests and texts in flight, of requests queued and of the wait
+the texts in flight make. Each app has its
 own registry, so several apps in one process (tests, a user's server) do not mix their counts. With ``--workers N``
 each process counts its own requests (a scrape reaches one of them; scrape the replicas or run one worker per
 container).
@@ -27,7 +28,11 @@ class ServeMetrics:
     """The service's counters and histograms; every method is a no-op when prometheus_client is missing."""
 
     def __init__(
-        self, in_flight: Callable[[], int], queued: Callable[[], int], texts_in_flight: Callable[[], int] = lambda: 0
+        self,
+        in_flight: Callable[[], int],
+        queued: Callable[[], int],
+        texts_in_flight: Callable[[], int] = lambda: 0,
+        queue_wait: Callable[[], float] = lambda: 0.0,
     ) -> None:
         try:
             self._client: Any = importlib.import_module("prometheus_client")
@@ -69,6 +74,11 @@ class ServeMetrics:
                 texts_in_flight,
             ),
             ("queue_size", "Requests waiting for a model call", queued),
+            (
+                "queue_wait_seconds",
+                "About how long the texts in flight take the model at its recent speed (--max_queue_seconds bounds it)",
+                queue_wait,
+            ),
         ):
             client.Gauge(f"{PREFIX}_{name}", about, registry=self.registry).set_function(value)
 
