@@ -12,7 +12,9 @@ is taken from the servers it measures, so every cell also records it per request
 (texts answered per second), p50/p95/p99 latency of the answered requests, every error by status (timeouts and
 refused connections too), answers whose labels differ from the Predictor's on the same backend, and the server's RSS
 (now and its peak, summed over its processes). ``--runs`` repeats every cell, the two servers taking turns, so a burst
-of load from other jobs hits both; each run's table puts ours and the peer side by side with their ratio, and the
+of load from other jobs hits both; before every cell both servers are let go idle (up to ``--settle_s``), so work
+left from the cell before (the peer keeps computing requests whose client timed out) does not count in the next one;
+each run's table puts ours and the peer side by side with their ratio, and the
 summary gives the ratios of every run and their spread.
 
 Our server gets ``--max_concurrent_requests`` ``--limit`` (default 1024 texts: the limit counts texts, as TEI's
@@ -97,6 +99,31 @@ def group_pids(group: int) -> list[int]:
         if int(fields[2]) == group and fields[0] != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far, in seconds (``utime`` and ``stime`` of /proc/PID/stat)."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def settle(servers: Sequence[Server], most_s: float, window_s: float = 0.5, idle_share: float = 0.05) -> float:
+    """Wait until every server is idle (under ``idle_share`` of a core over ``window_s``), at most ``most_s``; the
+    seconds waited. A server that was flooded past its clients' timeout (the peer has no admission) goes on computing
+    the requests nobody waits for any more: without this, that work would land in the next cell's figures."""
+    began = time.monotonic()
+    pids = [pid for server in servers for pid in (group_pids(server.process.pid) or [server.process.pid])]
+    while time.monotonic() - began < most_s:
+        before = cpu_seconds(pids)
+        time.sleep(window_s)
+        if cpu_seconds(pids) - before < idle_share * window_s:
+            break
+    return round(time.monotonic() - began, 1)
 
 
 def die_with_parent() -> None:
@@ -411,6 +438,9 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout_s", type=float, default=30.0, help="Client timeout per request.")
     parser.add_argument("--runs", type=int, default=3, help="Times every cell is measured, servers taking turns.")
     parser.add_argument("--limit", type=int, default=1024, help="Our server's --max_concurrent_requests (texts).")
+    parser.add_argument(
+        "--settle_s", type=float, default=120.0, help="Most seconds to wait before a cell for both servers to be idle."
+    )
     parser.add_argument("--soak_requests", type=int, default=0, help="Then this many more, RSS every 10,000.")
     parser.add_argument("--soak_seconds", type=float, default=1800.0, help="Most seconds of the soak.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random head (without --model).")
@@ -468,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             loads.append({"run": run, "before": load_average()})
             for concurrency, batch in itertools.product(args.concurrency, args.batches):
                 for server in running.values():
+                    settled_s = settle(list(running.values()), args.settle_s)
                     cell = asyncio.run(
                         run_cell(
                             server.url,
@@ -480,12 +511,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                             args.timeout_s,
                         )
                     )
-                    cell = {"server": server.name, "run": run, "concurrency": concurrency, "batch": batch, **cell}
+                    cell = {
+                        "server": server.name,
+                        "run": run,
+                        "concurrency": concurrency,
+                        "batch": batch,
+                        "settled_s": settled_s,
+                        **cell,
+                    }
                     cells.append(cell | server.memory())
                     print(json.dumps(cells[-1]), file=sys.stderr, flush=True)
             loads[-1]["after"] = load_average()
         if args.soak_requests:
             ours = running[TARGETS[0]]
+            settle(list(running.values()), args.settle_s)
             soak_samples = asyncio.run(
                 soak(ours, texts, references[ours.name], args.soak_requests, args.soak_seconds, args.timeout_s)
             )
@@ -521,6 +560,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(run_table([cell for cell in cells if cell["run"] == run]))
     for line in report["goals"]:
         print(f"\n{line}")
+    settled = [cell["settled_s"] for cell in cells]
+    print(
+        f"\nwaited for both servers to go idle before a cell: median {statistics.median(settled)} s, "
+        f"most {max(settled)} s"
+    )
     client = [cell["client_cpu_ms_per_request"] for cell in cells]
     print(f"\nthe client's CPU time per request: median {statistics.median(client):.2f} ms, most {max(client):.2f} ms")
     for sample in soak_samples:
