@@ -14,8 +14,8 @@ refused connections too), answers whose labels differ from the Predictor's on th
 (now and its peak, summed over its processes). ``--runs`` repeats every cell, the two servers taking turns, so a burst
 of load from other jobs hits both; before every cell both servers are let go idle (up to ``--settle_s``), so work
 left from the cell before (the peer keeps computing requests whose client timed out) does not count in the next one;
-each run's table puts ours and the peer side by side with their ratio, and the
-summary gives the ratios of every run and their spread.
+each run's table puts ours and the peer side by side with their ratio, and the summary gives the ratios of every run
+and their spread.
 
 Our server gets ``--max_concurrent_requests`` ``--limit`` (default 1024 texts: the limit counts texts, as TEI's
 permits do), so concurrency 128 with batches of 16 (2,048 texts) is twice what it admits, and its default
@@ -85,30 +85,33 @@ def proc_status_mib(pid: int, field_name: str) -> float:
     return 0.0  # a zombie has no memory left
 
 
+def stat_fields(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after "pid (name) ": state, ppid, pgrp, ... (``utime`` and ``stime`` at 11 and 12); None once
+    the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def group_pids(group: int) -> list[int]:
     """The live processes of process group ``group`` (a server and its workers), read from /proc (Linux)."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (name) ": state, ppid, pgrp, ...
-        if int(fields[2]) == group and fields[0] != "Z":
+        if (
+            entry.name.isdigit()
+            and (fields := stat_fields(entry.name))
+            and int(fields[2]) == group
+            and fields[0] != "Z"
+        ):
             pids.append(int(entry.name))
     return pids
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of ``pids`` so far, in seconds (``utime`` and ``stime`` of /proc/PID/stat)."""
-    ticks = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            ticks += int(fields[11]) + int(fields[12])
+    """User + system CPU time of ``pids`` so far, in seconds."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for pid in pids if (fields := stat_fields(pid)))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -3,10 +3,9 @@
 The counterparts of TEI's ``te_*`` metrics, named the Prometheus way (seconds, ``_total``): predict requests,
 successes, failures by error type; histograms of each request's total, tokenization, queue and inference time; the
 texts and tokens of each forward pass; gauges of requests and texts in flight, of requests queued and of the wait
-the texts in flight make. Each app has its
-own registry, so several apps in one process (tests, a user's server) do not mix their counts. With ``--workers N``
-each process counts its own requests (a scrape reaches one of them; scrape the replicas or run one worker per
-container).
+the texts in flight make. Each app has its own registry, so several apps in one process (tests, a user's server) do
+not mix their counts. With ``--workers N`` each process counts its own requests (a scrape reaches one of them; scrape
+the replicas or run one worker per container).
 
 Without prometheus_client the service runs the same and ``/metrics`` says how to install it.
 """
