@@ -476,6 +476,17 @@ def test_resume_and_rerun_commands_quote_every_path(monkeypatch):
     assert shlex.split(rerun) == [*launcher, "--seed", "4"]
 
 
+def test_a_run_started_with_python_m_is_resumed_with_python_m(monkeypatch):
+    """``python -m hf_indosent`` leaves the package's ``__main__.py`` in ``sys.argv[0]``; run as a file it cannot import
+    its own package, so the command shown must be ``-m hf_indosent`` again, with or without ``accelerate launch``."""
+    argv = ["/venv/lib/site-packages/hf_indosent/__main__.py", "sweep", "--output_dir", AWKWARD]
+    expected = ["-m", "hf_indosent", "sweep", "--output_dir", AWKWARD, "--resume_from_checkpoint", "latest"]
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert shlex.split(resume_command(argv)) == ["python", *expected]
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert shlex.split(resume_command(argv, launcher=[])) == ["accelerate", "launch", *expected]
+
+
 def test_the_final_summary_s_next_commands_paste_as_printed():
     from hf_indosent.training.reporting import final_summary
 

@@ -71,10 +71,18 @@ def rerun_command(
         if launcher and "launch" in launcher[:tail] and launcher[tail + 1 :] == rest:
             prefix = ["accelerate", *launcher[launcher.index("launch") : tail + 1]]
         else:
-            prefix = ["accelerate", "launch", script]
+            prefix = ["accelerate", "launch", *program(script)]
     else:
-        prefix = ["python", script]
+        prefix = ["python", *program(script)]
     return command(*prefix, *kept, *add)
+
+
+def program(script: str) -> list[str]:
+    """What follows ``python`` (or ``accelerate launch``) to run ``script`` again: ``-m hf_indosent`` for a package's
+    ``__main__.py`` (what ``python -m hf_indosent`` puts in ``sys.argv[0]``; run as a file, it would not import its
+    package), else the script itself."""
+    path = Path(script)
+    return ["-m", path.parent.name] if path.name == "__main__.py" and path.parent.name else [script]
 
 
 def resume_command(argv: list[str] | None = None, launcher: list[str] | None = None) -> str:
